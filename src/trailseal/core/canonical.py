@@ -7,7 +7,9 @@ number is a float (ES6 number formatting differs from orjson's), and (c) every i
 is within JCS's IEEE 754 domain, which ``OPT_STRICT_INTEGER`` enforces. In orjson's
 compact output a number starts right after ``:``, ``,`` or ``[``, so a float always
 matches ``[:,[]-?[0-9]+[.eE]`` (or is the whole value); a match inside a string only costs the slow path.
-:func:`canonicalize` checks (a) and (b) on orjson's output and falls back to
+orjson writes the non-finite floats (NaN, ±Infinity), which have no JCS form, as ``null``;
+so when the output holds ``null`` the value is searched for floats before the fast path
+is trusted. :func:`canonicalize` checks (a) and (b) on orjson's output and falls back to
 ``rfc8785`` otherwise; a property test keeps the two in step.
 
 Input must be the JSON data model: dict with str keys, list, str, int, float, bool, None.
@@ -43,13 +45,32 @@ def _fast_path_is_exact(data: bytes) -> bool:
     return not _FLOAT.search(data)
 
 
+def _contains_float(value: Any) -> bool:
+    """Whether a float (finite or not) is anywhere inside ``value``."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, float):
+            return True
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+    return False
+
+
 def canonicalize(value: Any) -> bytes:
     """The RFC 8785 canonical JSON bytes of ``value``; :class:`EntryError` if it has none."""
     try:
         data = orjson.dumps(value, option=_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError: unsupported type or integer out of range
         data = None
-    if data is not None and _fast_path_is_exact(data):
+    if (
+        data is not None
+        and _fast_path_is_exact(data)
+        # orjson silently writes NaN and ±Infinity as null; rfc8785 rejects them.
+        and not (b"null" in data and _contains_float(value))
+    ):
         return data
     try:
         return rfc8785.dumps(value)

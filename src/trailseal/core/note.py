@@ -67,7 +67,7 @@ class NoteVerifier:
     @classmethod
     def from_string(cls, vkey: str) -> NoteVerifier:
         """Parse ``<name>+<hex key ID>+base64(0x01 || public key)``."""
-        parts = vkey.strip().split("+")
+        parts = vkey.strip().split("+", 2)
         if len(parts) != 3:
             raise FormatError("a verifier key reads <name>+<hex key ID>+<base64 key>")
         name, hex_id, b64 = parts
@@ -118,7 +118,7 @@ class NoteSigner:
     @classmethod
     def from_string(cls, skey: str) -> NoteSigner:
         """Parse ``PRIVATE+KEY+<name>+<hex key ID>+base64(0x01 || seed)``."""
-        parts = skey.strip().split("+")
+        parts = skey.strip().split("+", 4)
         if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
             raise FormatError("a signer key reads PRIVATE+KEY+<name>+<hex key ID>+<base64 key>")
         _, _, name, hex_id, b64 = parts

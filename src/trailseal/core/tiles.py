@@ -189,11 +189,13 @@ _TILE_PATH = re.compile(r"^tile/(entries|[0-9]|[1-5][0-9]|6[0-3])/((?:x[0-9]{3}/
 
 def parse_tile_path(path: str) -> tuple[int | str, int, int]:
     """Inverse of :func:`tile_path`: ``(level, index, width)``."""
-    m = _TILE_PATH.match(path)
+    m = _TILE_PATH.fullmatch(path)  # not .match: "$" also matches before a final "\n"
     if not m:
         raise FormatError(f"not a tlog-tiles path: {path!r}")
     level: int | str = m.group(1) if m.group(1) == "entries" else int(m.group(1))
     index = int(m.group(2).replace("x", "").replace("/", ""))
+    if _encode_index(index) != m.group(2):
+        raise FormatError(f"tile index has leading zero elements (x000) in {path!r}")
     width = int(m.group(3)) if m.group(3) else TILE_WIDTH
     if not 1 <= width <= TILE_WIDTH or (m.group(3) and width == TILE_WIDTH):
         raise FormatError(f"bad partial tile width in {path!r}")

@@ -30,7 +30,11 @@ class _Log:
 
 
 def _tiles(log: _Log, keys: Sequence[TileKey]) -> dict[TileKey, bytes]:
-    return {k: b"".join(c.hashes for c in log.chunks[k]) for k in keys if k in log.chunks}
+    return {
+        k: b"".join(c.hashes for c in sorted(log.chunks[k], key=lambda c: c.start))
+        for k in keys
+        if k in log.chunks
+    }
 
 
 class _MemoryWrite:
@@ -59,9 +63,14 @@ class _MemoryWrite:
             raise StorageError("one append per write transaction")
         if first_index != len(self._log.entries):
             raise StorageError(f"append at {first_index} but the log holds {len(self._log.entries)}")
+        seen: set[IdempotencyKey] = set()
         for e in entries:
-            if e.event_id is not None and (e.source or "", e.event_id) in self._log.by_key:
+            if e.event_id is None:
+                continue
+            key = (e.source or "", e.event_id)
+            if key in self._log.by_key or key in seen:
                 raise StorageError(f"duplicate idempotency key {(e.source, e.event_id)}")
+            seen.add(key)
         self.pending = (first_index, list(entries), list(chunks), checkpoint)
 
     def commit(self) -> None:

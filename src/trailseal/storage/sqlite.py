@@ -386,6 +386,11 @@ class SqliteStorage:
             raise _storage_error(e) from e
 
     def read_entries(self, log_id: int, start: int, end: int) -> Iterator[StoredEntry]:
+        # Clamp to this log's rowid block: a negative start or an end past 2^40 would
+        # otherwise reach into (or wrap around to) other logs' entries.
+        start, end = max(start, 0), min(end, 1 << INDEX_BITS)
+        if start >= end:
+            return
         conn = self._reader()
         mask = (1 << INDEX_BITS) - 1
         try:

@@ -1,0 +1,44 @@
+"""The ``trailseal`` command.
+
+Errors from the library arrive here as :class:`trailseal.errors.Error`; this is the one
+place that turns them into a message on stderr and an exit status (see :data:`EXIT_CODES`).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from trailseal.cli import audit as _audit  # noqa: F401  (registers its commands)
+from trailseal.cli.app import cli
+from trailseal.cli.common import exit_code_for
+from trailseal.errors import Error
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status instead of raising SystemExit."""
+    try:
+        cli.main(args=argv, prog_name="trailseal", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except Error as e:
+        click.echo(f"error: {e.diagnostics()}", err=True)
+        return exit_code_for(e)
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+def entry_point() -> None:
+    """Console script entry point."""
+    sys.exit(main())
+
+
+__all__ = ["cli", "entry_point", "main"]
