@@ -8,13 +8,17 @@ is one entry here: every contract and ledger test then runs against it too.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from trailseal.core.note import NoteSigner
+from trailseal.core.checkpoint import verify_checkpoint
+from trailseal.core.merkle import leaf_hash, root_from_leaf_hashes, verify_consistency
+from trailseal.core.note import NoteSigner, NoteVerifier
+from trailseal.core.receipt import verify_receipt
+from trailseal.ledger import Ledger
 from trailseal.storage import MemoryStorage, SqliteStorage, Storage
 
 StorageFactory = Callable[[Path], Storage]
@@ -64,3 +68,45 @@ def signer() -> NoteSigner:
 @pytest.fixture(scope="session")
 def signer2() -> NoteSigner:
     return NoteSigner.generate("test.example/log-key-2025")
+
+
+LogChecker = Callable[[Ledger, Sequence[NoteVerifier]], list[bytes]]
+
+
+def _check_log(ledger: Ledger, verifiers: Sequence[NoteVerifier]) -> list[bytes]:
+    """Check a stored log against independent oracles; return its leaf hashes.
+
+    Entries are contiguous and counted; every stored checkpoint is signed by a trusted
+    key, names the right origin, and commits to the root of its prefix of the entries;
+    sizes strictly increase; consecutive checkpoints are provably consistent; receipts
+    (all of them for small logs, a sample otherwise) verify offline.
+    """
+    storage, log = ledger.storage, ledger.log
+    size = ledger.tree_size()
+    entries = list(storage.read_entries(log.id, 0, size + 1))
+    assert [e.index for e in entries] == list(range(size))
+    assert storage.entry_count(log.id) == size
+    leaves = [leaf_hash(e.data) for e in entries]
+
+    stored = list(storage.checkpoints(log.id))
+    sizes = [c.tree_size for c in stored]
+    assert sizes == sorted(set(sizes)), f"checkpoint sizes do not strictly increase: {sizes}"
+    for c in stored:
+        signed = verify_checkpoint(c.note, verifiers, log.origin)
+        assert (signed.tree_size, signed.root_hash) == (c.tree_size, c.root_hash)
+        assert c.root_hash == root_from_leaf_hashes(leaves[: c.tree_size])
+    for older, newer in itertools.pairwise(stored):
+        proof = ledger.consistency_proof(older.tree_size, newer.tree_size)
+        verify_consistency(older.tree_size, newer.tree_size, proof, older.root_hash, newer.root_hash)
+
+    if size:
+        step = max(1, size // 300)
+        for i in [*range(0, size, step), size - 1]:
+            assert ledger.leaf_hash(i) == leaves[i]
+            verify_receipt(ledger.receipt(i), verifiers, origin=log.origin, entry=entries[i].data)
+    return leaves
+
+
+@pytest.fixture
+def check_log() -> LogChecker:
+    return _check_log

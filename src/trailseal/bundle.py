@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from trailseal.core.canonical import canonicalize
-from trailseal.core.checkpoint import verify_checkpoint
+from trailseal.core.checkpoint import SignedCheckpoint, verify_checkpoint
 from trailseal.core.merkle import leaf_hash, verify_consistency
 from trailseal.core.note import NoteVerifier, b64decode, b64encode
 from trailseal.core.receipt import Receipt, verify_receipt
@@ -191,6 +191,43 @@ def _read(zf: zipfile.ZipFile, name: str) -> bytes:
     return zf.read(info)
 
 
+def _check_entry(
+    zf: zipfile.ZipFile, index: int, signed: SignedCheckpoint, verifiers: list[NoteVerifier]
+) -> str | None:
+    """One entry: canonical bytes, and a receipt that proves them into a trusted checkpoint."""
+    try:
+        data = _read(zf, f"entries/{index}.json")
+        if canonicalize(orjson.loads(data)) != data:
+            raise FormatError("entry bytes are not RFC 8785 canonical JSON")
+        receipt = Receipt.from_text(_read(zf, f"proofs/{index}.tlog-proof").decode())
+        if receipt.index != index:
+            raise FormatError(f"receipt is for index {receipt.index}")
+        verify_receipt(receipt, verifiers, origin=signed.origin, entry=data)
+    except (Error, orjson.JSONDecodeError, UnicodeDecodeError) as e:
+        return f"entry {index}: {e.diagnostics() if isinstance(e, Error) else e}"
+    return None
+
+
+def _check_consistency(
+    zf: zipfile.ZipFile,
+    first: int,
+    second: int,
+    signed: SignedCheckpoint,
+    verifiers: list[NoteVerifier],
+) -> str | None:
+    """An older checkpoint and the consistency proof from it to the bundle's checkpoint."""
+    try:
+        old = verify_checkpoint(_read(zf, f"checkpoints/{first}"), verifiers, signed.origin)
+        text = _read(zf, f"consistency/{first}-{second}").decode()
+        proof = [b64decode(line, "consistency proof hash") for line in text.split()]
+        if second != signed.tree_size or old.tree_size != first:
+            raise FormatError("consistency proof sizes do not match the checkpoints")
+        verify_consistency(first, second, proof, old.root_hash, signed.root_hash)
+    except (Error, UnicodeDecodeError) as e:
+        return f"consistency {first}->{second}: {e.diagnostics() if isinstance(e, Error) else e}"
+    return None
+
+
 def verify_bundle(
     path: Path, verifiers: list[NoteVerifier], progress: Progress | None = None
 ) -> BundleReport:
@@ -216,34 +253,16 @@ def verify_bundle(
             if hashlib.sha256(_read(zf, name)).hexdigest() != digest:
                 report.problems.append(f"{name} does not match its hash in the manifest")
         for item in manifest.get("entries", []):
-            index = item["index"]
-            try:
-                data = _read(zf, f"entries/{index}.json")
-                if canonicalize(orjson.loads(data)) != data:
-                    raise FormatError("entry bytes are not RFC 8785 canonical JSON")
-                receipt = Receipt.from_text(_read(zf, f"proofs/{index}.tlog-proof").decode())
-                if receipt.index != index:
-                    raise FormatError(f"receipt is for index {receipt.index}")
-                if receipt.checkpoint != signed.to_bytes():
-                    verify_checkpoint(receipt.checkpoint, verifiers, origin)
-                verify_receipt(receipt, verifiers, origin=origin, entry=data)
-            except (Error, orjson.JSONDecodeError, UnicodeDecodeError) as e:
-                msg = e.diagnostics() if isinstance(e, Error) else str(e)
-                report.problems.append(f"entry {index}: {msg}")
+            problem = _check_entry(zf, int(item["index"]), signed, verifiers)
+            if problem:
+                report.problems.append(problem)
             report.entries_checked += 1
             if progress:
                 progress(1)
         for c in manifest.get("consistency", []):
-            first, second = int(c["from"]), int(c["to"])
-            try:
-                old = verify_checkpoint(_read(zf, f"checkpoints/{first}"), verifiers, origin)
-                text = _read(zf, f"consistency/{first}-{second}").decode()
-                proof = [b64decode(line, "consistency proof hash") for line in text.split()]
-                if second != signed.tree_size or old.tree_size != first:
-                    raise FormatError("consistency proof sizes do not match the checkpoints")
-                verify_consistency(first, second, proof, old.root_hash, signed.root_hash)
-            except Error as e:
-                report.problems.append(f"consistency {first}->{second}: {e.diagnostics()}")
+            problem = _check_consistency(zf, int(c["from"]), int(c["to"]), signed, verifiers)
+            if problem:
+                report.problems.append(problem)
             report.consistency_checked += 1
         return report
 
@@ -254,4 +273,3 @@ def parse_entry(data: bytes) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise EntryError(f"stored entry is not JSON: {e}") from e
-

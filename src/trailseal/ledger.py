@@ -342,10 +342,7 @@ class Ledger:
             )
             tx.append(
                 size,
-                [
-                    NewEntry(e.data, *(e.key if e.key else (None, None)))
-                    for e in fresh
-                ],
+                [NewEntry(e.data, *(e.key if e.key else (None, None))) for e in fresh],
                 integ.chunks,
                 StoredCheckpoint(
                     0, integ.tree_size, integ.root_hash, signed.to_bytes(), rfc3339(self.clock())

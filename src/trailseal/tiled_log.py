@@ -125,7 +125,7 @@ def verify_tiled_log(
         raise NotFoundError("the log has no checkpoint file")
     signed = verify_checkpoint(raw, verifiers, origin)
     report = TiledLogReport(signed)
-    size, edge = 0, {}
+    size, edge = 0, dict[TileKey, bytes]()
     building: dict[TileKey, bytes] = {}
 
     def compare(key: TileKey, rebuilt: bytes) -> None:
@@ -134,12 +134,16 @@ def verify_tiled_log(
         served = _fetch_tile(source, level, index, width)
         report.tiles_checked += 1
         if served is None:
-            report.problems.append(Problem("missing", f"tile {tile_path(level, index, width)} is missing"))
+            path = tile_path(level, index, width)
+            report.problems.append(Problem("missing", f"tile {path} is missing"))
             return
         served = served[: len(rebuilt)]
         if served != rebuilt:
-            pos = next(i for i in range(0, len(rebuilt), HASH_SIZE)
-                       if served[i : i + HASH_SIZE] != rebuilt[i : i + HASH_SIZE])
+            pos = next(
+                i
+                for i in range(0, len(rebuilt), HASH_SIZE)
+                if served[i : i + HASH_SIZE] != rebuilt[i : i + HASH_SIZE]
+            )
             report.problems.append(
                 Problem(
                     "tile",
@@ -157,8 +161,11 @@ def verify_tiled_log(
         data = _fetch_tile(source, "entries", n, width)
         if data is None:
             report.problems.append(
-                Problem("missing", f"entry bundle {tile_path('entries', n, width)} is missing",
-                        index=n * TILE_WIDTH)
+                Problem(
+                    "missing",
+                    f"entry bundle {tile_path('entries', n, width)} is missing",
+                    index=n * TILE_WIDTH,
+                )
             )
             return report
         try:
@@ -168,8 +175,11 @@ def verify_tiled_log(
             return report
         if len(entries) < width:
             report.problems.append(
-                Problem("missing", f"entry bundle {n} holds {len(entries)} entries, "
-                        f"the checkpoint needs {width}", index=n * TILE_WIDTH + len(entries))
+                Problem(
+                    "missing",
+                    f"entry bundle {n} holds {len(entries)} entries, the checkpoint needs {width}",
+                    index=n * TILE_WIDTH + len(entries),
+                )
             )
             return report
         integ = integrate(size, edge, [leaf_hash(e) for e in entries[:width]])
@@ -187,10 +197,21 @@ def verify_tiled_log(
     root = integ.root_hash if bundles else EMPTY_ROOT
     if root != signed.root_hash:
         report.problems.append(
-            Problem("checkpoint-root", "the entries do not hash to the checkpoint's root",
-                    expected=signed.root_hash, found=root)
+            Problem(
+                "checkpoint-root",
+                "the entries do not hash to the checkpoint's root",
+                expected=signed.root_hash,
+                found=root,
+            )
         )
     return report
 
 
-__all__ = ["DirectorySource", "Error", "HttpSource", "TiledLogReport", "open_source", "verify_tiled_log"]
+__all__ = [
+    "DirectorySource",
+    "Error",
+    "HttpSource",
+    "TiledLogReport",
+    "open_source",
+    "verify_tiled_log",
+]

@@ -136,20 +136,60 @@ class _TileComparer:
                 return
 
 
-def verify_log(
-    ledger: Ledger, verifiers: list[NoteVerifier], progress: Progress | None = None
-) -> VerifyReport:
-    """Verify a whole log from storage; see the module docstring for what is checked."""
-    started = time.monotonic()
-    storage, log = ledger.storage, ledger.log
-    report = VerifyReport(log.origin, 0, EMPTY_ROOT)
+class _Rebuilder:
+    """Rebuilds the tree from leaf hashes, checking roots at every checkpoint size."""
 
-    # 1. Checkpoints: signatures, and the sizes at which roots must be compared.
+    def __init__(
+        self, comparer: _TileComparer, roots_by_size: dict[int, list[tuple[int, bytes]]]
+    ) -> None:
+        self.comparer = comparer
+        self.report = comparer.report
+        self.roots_by_size = roots_by_size
+        self.stops = sorted(s for s in roots_by_size if s > 0)
+        self.stop_i = 0
+        self.size = 0
+        self.edge: dict[TileKey, bytes] = {}
+        self.pending: list[bytes] = []
+
+    def push(self, leaf: bytes) -> None:
+        self.pending.append(leaf)
+        end = self.size + len(self.pending)
+        at_stop = self.stop_i < len(self.stops) and self.stops[self.stop_i] == end
+        if len(self.pending) >= BATCH or at_stop:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        integ = integrate(self.size, self.edge, self.pending)
+        self.comparer.add(integ.chunks)
+        self.size, self.edge = integ.tree_size, integ.edge
+        self.pending = []
+        while self.stop_i < len(self.stops) and self.stops[self.stop_i] == self.size:
+            forked = any(p.kind == "fork" for p in self.report.problems)
+            for cp_id, root in self.roots_by_size[self.size]:
+                if root != integ.root_hash and not forked:
+                    self.report.problems.append(
+                        Problem(
+                            "checkpoint-root",
+                            f"checkpoint #{cp_id} (size {self.size}) does not match the tree "
+                            "rebuilt from the stored entries",
+                            expected=root,
+                            found=integ.root_hash,
+                        )
+                    )
+            self.stop_i += 1
+
+
+def _check_checkpoints(
+    ledger: Ledger, verifiers: list[NoteVerifier], report: VerifyReport
+) -> dict[int, list[tuple[int, bytes]]]:
+    """Signatures of every checkpoint; forks; returns the valid roots by size."""
     roots_by_size: dict[int, list[tuple[int, bytes]]] = {}
-    for stored in storage.checkpoints(log.id):
+    for stored in ledger.storage.checkpoints(ledger.log.id):
         report.checkpoints_checked += 1
         try:
-            signed = verify_checkpoint(stored.note, verifiers, log.origin)
+            signed = verify_checkpoint(stored.note, verifiers, ledger.origin)
         except Error as e:
             report.problems.append(
                 Problem(
@@ -171,55 +211,28 @@ def verify_log(
             )
         roots_by_size.setdefault(signed.tree_size, []).append((stored.id, signed.root_hash))
     for size, rows in sorted(roots_by_size.items()):
-        if len({r for _, r in rows}) > 1:
-            (id1, r1), (id2, r2) = rows[0], next(x for x in rows if x[1] != rows[0][1])
+        first_id, first_root = rows[0]
+        other = next((r for r in rows if r[1] != first_root), None)
+        if other is not None:
             report.problems.append(
                 Problem(
                     "fork",
-                    f"checkpoints #{id1} and #{id2} are both signed for size {size} but "
-                    "commit to different roots: the log forked",
-                    expected=r1,
-                    found=r2,
+                    f"checkpoints #{first_id} and #{other[0]} are both signed for size {size} "
+                    "but commit to different roots: the log forked",
+                    expected=first_root,
+                    found=other[1],
                 )
             )
-    sizes = sorted(roots_by_size)
-    target = sizes[-1] if sizes else 0
-    report.tree_size = target
+    return roots_by_size
 
-    # 2. Entries: stream, hash, rebuild tiles and roots at every checkpoint size.
-    comparer = _TileComparer(ledger, report)
-    size, edge = 0, {}
-    stops = [s for s in sizes if s > 0]
-    stop_i = 0
-    pending: list[bytes] = []
-    missing_reported = False
 
-    def integrate_pending() -> None:
-        nonlocal size, edge, stop_i
-        if not pending:
-            return
-        integ = integrate(size, edge, pending)
-        comparer.add(integ.chunks)
-        size, edge = integ.tree_size, integ.edge
-        pending.clear()
-        while stop_i < len(stops) and stops[stop_i] == size:
-            for cp_id, root in roots_by_size[size]:
-                if root != integ.root_hash and not any(
-                    p.kind == "fork" for p in report.problems
-                ):
-                    report.problems.append(
-                        Problem(
-                            "checkpoint-root",
-                            f"checkpoint #{cp_id} (size {size}) does not match the tree "
-                            "rebuilt from the stored entries",
-                            expected=root,
-                            found=integ.root_hash,
-                        )
-                    )
-            stop_i += 1
-
+def _check_entries(
+    ledger: Ledger, rebuilder: _Rebuilder, target: int, progress: Progress | None
+) -> None:
+    """Stream every entry in index order into the rebuilder, noting holes and extras."""
+    report = rebuilder.report
     expected_index = 0
-    for entry in storage.read_entries(log.id, 0, 1 << 62):
+    for entry in ledger.storage.read_entries(ledger.log.id, 0, 1 << 62):
         if entry.index >= target:
             report.problems.append(
                 Problem(
@@ -230,22 +243,21 @@ def verify_log(
                 )
             )
             break
-        while expected_index < entry.index:
-            # A hole: carry on with the hash the tree committed to, to check the rest.
-            if not missing_reported:
-                report.problems.append(
-                    Problem("missing", f"entry {expected_index} is missing", index=expected_index)
-                )
-                missing_reported = True
-            pending.append(ledger.leaf_hash(expected_index))
-            expected_index += 1
-            _maybe_integrate(pending, size, stops, stop_i, integrate_pending)
-        pending.append(leaf_hash(entry.data))
+        if expected_index < entry.index:
+            report.problems.append(
+                Problem("missing", f"entry {expected_index} is missing", index=expected_index)
+            )
+            # Carry on with the hashes the tree committed to, to check everything else.
+            while expected_index < entry.index:
+                rebuilder.push(ledger.leaf_hash(expected_index))
+                expected_index += 1
+        rebuilder.push(leaf_hash(entry.data))
         expected_index += 1
         report.entries_checked += 1
-        _maybe_integrate(pending, size, stops, stop_i, integrate_pending)
         if progress and report.entries_checked % BATCH == 0:
             progress(BATCH)
+    if progress:
+        progress(report.entries_checked % BATCH)
     if expected_index < target:
         report.problems.append(
             Problem(
@@ -255,36 +267,47 @@ def verify_log(
                 index=expected_index,
             )
         )
-    else:
-        integrate_pending()
-        comparer.flush()
-    if progress:
-        progress(report.entries_checked % BATCH)
-    report.root_hash = ledger.checkpoint_at(target).root_hash if target else EMPTY_ROOT
+        return
+    rebuilder.flush()
+    rebuilder.comparer.flush()
 
-    # 3. The proofs the log serves: each checkpoint is consistent with the latest.
+
+def _check_served_proofs(
+    ledger: Ledger, roots_by_size: dict[int, list[tuple[int, bytes]]], report: VerifyReport
+) -> None:
+    """Consistency proofs built from the stored tiles, from every checkpoint to the latest."""
+    target, latest = report.tree_size, report.root_hash
+    for size in sorted(roots_by_size):
+        if not 0 < size < target:
+            continue
+        for cp_id, root in roots_by_size[size]:
+            try:
+                proof = ledger.consistency_proof(size, target)
+                verify_consistency(size, target, proof, root, latest)
+            except Error as e:
+                report.problems.append(
+                    Problem(
+                        "tile",
+                        f"consistency proof from checkpoint #{cp_id} (size {size}) to size "
+                        f"{target} fails: {e}",
+                    )
+                )
+
+
+def verify_log(
+    ledger: Ledger, verifiers: list[NoteVerifier], progress: Progress | None = None
+) -> VerifyReport:
+    """Verify a whole log from storage; see the module docstring for what is checked."""
+    started = time.monotonic()
+    report = VerifyReport(ledger.origin, 0, EMPTY_ROOT)
+    roots_by_size = _check_checkpoints(ledger, verifiers, report)
+    report.tree_size = target = max(roots_by_size, default=0)
+    if target:
+        report.root_hash = roots_by_size[target][0][1]
+    rebuilder = _Rebuilder(_TileComparer(ledger, report), roots_by_size)
+    _check_entries(ledger, rebuilder, target, progress)
     if report.ok and target:
-        latest = report.root_hash
-        for s in sizes:
-            if 0 < s < target:
-                for cp_id, root in roots_by_size[s]:
-                    try:
-                        verify_consistency(s, target, ledger.consistency_proof(s, target),
-                                           root, latest)
-                    except Error as e:
-                        report.problems.append(
-                            Problem("tile", f"consistency proof from checkpoint #{cp_id} "
-                                    f"(size {s}) to size {target} fails: {e}")
-                        )
+        _check_served_proofs(ledger, roots_by_size, report)
     report.problems.sort(key=lambda p: (p.index is None, p.index or 0))
     report.seconds = time.monotonic() - started
     return report
-
-
-def _maybe_integrate(
-    pending: list[bytes], size: int, stops: list[int], stop_i: int, flush: Callable[[], None]
-) -> None:
-    """Integrate at every checkpoint size and every BATCH leaves."""
-    end = size + len(pending)
-    if len(pending) >= BATCH or (stop_i < len(stops) and stops[stop_i] == end):
-        flush()

@@ -314,17 +314,18 @@ def test_read_tiles_leaves_out_missing_tiles(
 def test_read_entries_ranges(
     storage: Storage, signer: NoteSigner, start: int, end: int, expected: list[int]
 ) -> None:
-    # Logs on both sides of the one under test: a range must never reach into them.
-    before = storage.create_log("before", "test.example/before", CREATED)
-    log = storage.create_log("main", "test.example/main", CREATED)
-    after = storage.create_log("after", "test.example/after", CREATED)
-    append(storage, before, make_entries(4, "before"), signer)
-    append(storage, log, make_entries(10, "main"), signer)
-    append(storage, after, make_entries(4, "after"), signer)
+    # Three logs (odd and even ids): a range must never reach into a neighbour's entries.
+    logs = [
+        storage.create_log(name, f"test.example/{name}", CREATED)
+        for name in ("first", "second", "third")
+    ]
+    for lg in logs:
+        append(storage, lg, make_entries(10, lg.name), signer)
 
-    got = list(storage.read_entries(log.id, start, end))
-    assert [e.index for e in got] == expected
-    assert all(b'"tag":"main"' in e.data for e in got)
+    for lg in logs:
+        got = list(storage.read_entries(lg.id, start, end))
+        assert [e.index for e in got] == expected, lg
+        assert all(f'"tag":"{lg.name}"'.encode() in e.data for e in got)
 
 
 def test_find_entry_by_idempotency_key(storage: Storage, log: LogInfo, signer: NoteSigner) -> None:

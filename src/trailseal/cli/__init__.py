@@ -19,7 +19,9 @@ from trailseal.errors import Error
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status instead of raising SystemExit."""
     try:
-        cli.main(args=argv, prog_name="trailseal", standalone_mode=False)
+        # Without standalone mode click returns, not raises, the status of a
+        # `click.exceptions.Exit` raised by a command (verify's failure statuses).
+        status = cli.main(args=argv, prog_name="trailseal", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         return exit_code_for(e)
     except BrokenPipeError:
         return 0
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 def entry_point() -> None:

@@ -19,15 +19,15 @@ from trailseal.cli.common import (
     progress,
     resolve_context,
 )
-from trailseal.core.merkle import verify_consistency
 from trailseal.core.checkpoint import verify_checkpoint
+from trailseal.core.merkle import verify_consistency
 from trailseal.core.note import b64encode
-from trailseal.datadir import DEFAULT_LOG, DataDir
+from trailseal.datadir import CONFIG_FILE, DEFAULT_LOG, DataDir
 from trailseal.errors import EntryError, InconsistencyError, NotFoundError
 from trailseal.ledger import Ledger, PreparedEntry, prepare
 from trailseal.storage.base import StoredEntry
 
-_EPILOG = "Exit status:\n\n" + "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items())
+_EPILOG = "Exit status:\n\n\b\n" + "\n".join(f"{k:>2}  {v}" for k, v in EXIT_CODES.items())
 
 
 @click.group(epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,13 +50,27 @@ def cli(ctx: click.Context, data_dir: Path | None, log_name: str | None) -> None
     help="The log's permanent identity, e.g. audit.example.com/acme/slack "
     "[default: localhost/trailseal/<log>].",
 )
+@click.option(
+    "--exist-ok",
+    is_flag=True,
+    help="If the data directory already exists, print its log's verifier key and succeed.",
+)
 @pass_context
-def init(ctx: Context, origin: str | None) -> None:
+def init(ctx: Context, origin: str | None, exist_ok: bool) -> None:
     """Create a data directory with a first log and its signing key.
 
     Prints the verifier key: publish it, because everyone who checks the log needs it.
     """
     name = ctx.log or DEFAULT_LOG
+    if exist_ok and (ctx.data_dir / CONFIG_FILE).exists():
+        with open_data_dir(ctx) as data_dir:
+            info = data_dir.log(ctx.log)
+            active = [k for k in data_dir.keys(info) if k.active]
+        click.echo(f"data directory {ctx.data_dir} already exists with log {info.name!r}")
+        click.echo(f"origin:        {info.origin}")
+        for k in active:
+            click.echo(f"verifier key:  {k.verifier.to_string()}")
+        return
     origin = origin or f"localhost/trailseal/{name}"
     data_dir, info, signer = DataDir.init(ctx.data_dir, origin, name)
     data_dir.close()
@@ -90,10 +104,19 @@ def _prepare_line(number: int, line: bytes) -> PreparedEntry:
 
 @cli.command()
 @click.argument("input_file", metavar="[FILE]", default="-", type=click.File("rb"))
-@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000),
-              help="Entries committed under one checkpoint.")
-@click.option("--receipts", "receipts_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Write a c2sp.org/tlog-proof@v1 receipt per entry into this directory.")
+@click.option(
+    "--batch-size",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Entries committed under one checkpoint.",
+)
+@click.option(
+    "--receipts",
+    "receipts_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write a c2sp.org/tlog-proof@v1 receipt per entry into this directory.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result per entry.")
 @pass_context
 def append(
@@ -124,9 +147,17 @@ def append(
                     text = ledger.receipt(r.index, r.tree_size).to_text()
                     (receipts_dir / f"{r.index}.tlog-proof").write_text(text)
                 if as_json:
-                    click.echo(orjson.dumps({"line": number, "index": r.index,
-                                             "leaf_hash": b64encode(r.leaf_hash),
-                                             "tree_size": r.tree_size, "status": r.status}))
+                    click.echo(
+                        orjson.dumps(
+                            {
+                                "line": number,
+                                "index": r.index,
+                                "leaf_hash": b64encode(r.leaf_hash),
+                                "tree_size": r.tree_size,
+                                "status": r.status,
+                            }
+                        )
+                    )
             batch.clear()
 
         try:
@@ -181,7 +212,9 @@ def show(ctx: Context, index: int | None, event_id: str | None, source: str, raw
         ledger = data_dir.ledger(ctx.log, writable=False)
         entry = _lookup(ledger, index, event_id, source)
         if raw:
-            click.get_binary_stream("stdout").write(entry.data)
+            out = sys.stdout.buffer
+            out.write(entry.data)
+            out.flush()
             return
         click.echo(f"index:     {entry.index}")
         click.echo(f"leaf hash: {b64encode(ledger.leaf_hash(entry.index))}")
@@ -193,10 +226,17 @@ def show(ctx: Context, index: int | None, event_id: str | None, source: str, raw
 @click.argument("index", type=click.IntRange(0), required=False)
 @_id_option
 @_source_option
-@click.option("--tree-size", type=click.IntRange(1),
-              help="Prove into the checkpoint of this size [default: the latest].")
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write the receipt to this file (conventionally *.tlog-proof).")
+@click.option(
+    "--tree-size",
+    type=click.IntRange(1),
+    help="Prove into the checkpoint of this size [default: the latest].",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the receipt to this file (conventionally *.tlog-proof).",
+)
 @pass_context
 def prove(
     ctx: Context,
@@ -224,12 +264,16 @@ def prove(
 
 @cli.command()
 @click.option("--from", "size1", type=click.IntRange(1), help="The older tree size.")
-@click.option("--from-checkpoint", type=click.File("rb"),
-              help="An older signed checkpoint you hold; checked against this log first.")
+@click.option(
+    "--from-checkpoint",
+    type=click.File("rb"),
+    help="An older signed checkpoint you hold; checked against this log first.",
+)
 @click.option("--to", "size2", type=click.IntRange(1), help="The newer size [default: latest].")
 @pass_context
-def consistency(ctx: Context, size1: int | None, from_checkpoint: IO[bytes] | None,
-                size2: int | None) -> None:
+def consistency(
+    ctx: Context, size1: int | None, from_checkpoint: IO[bytes] | None, size2: int | None
+) -> None:
     """Print an RFC 9162 consistency proof between two tree sizes.
 
     Output: a line "consistency <from> <to>", one base64 hash a line, a blank line, and
@@ -269,7 +313,9 @@ def consistency(ctx: Context, size1: int | None, from_checkpoint: IO[bytes] | No
 
 
 @cli.command()
-@click.option("--size", type=click.IntRange(1), help="The checkpoint of this size [default: latest].")
+@click.option(
+    "--size", type=click.IntRange(1), help="The checkpoint of this size [default: latest]."
+)
 @pass_context
 def checkpoint(ctx: Context, size: int | None) -> None:
     """Print the log's latest signed checkpoint (C2SP tlog-checkpoint note)."""
@@ -352,4 +398,3 @@ def key_retire(ctx: Context, key_id: str) -> None:
     with open_data_dir(ctx) as data_dir:
         state = data_dir.retire_key(data_dir.log(ctx.log), kid)
     click.echo(f"retired key {kid:08x} at {state.retired_at}")
-

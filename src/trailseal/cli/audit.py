@@ -23,17 +23,26 @@ from trailseal.cli.common import (
     pass_context,
     progress,
 )
+from trailseal.core.checkpoint import parse_signed_checkpoint
 from trailseal.core.note import b64encode
 from trailseal.storage.base import StoredEntry
 from trailseal.tiled_log import open_source, verify_tiled_log
 from trailseal.verify import BAD_SIGNATURE, INCONSISTENT, MISSING, Problem, verify_log
 
 _key_options = [
-    click.option("--key", "keys", multiple=True,
-                 help="A trusted verifier key <name>+<key id>+<base64>; repeatable."),
-    click.option("--key-file", "key_files", multiple=True,
-                 type=click.Path(path_type=Path, dir_okay=False, exists=True),
-                 help="A file of trusted verifier keys, one a line; repeatable."),
+    click.option(
+        "--key",
+        "keys",
+        multiple=True,
+        help="A trusted verifier key <name>+<key id>+<base64>; repeatable.",
+    ),
+    click.option(
+        "--key-file",
+        "key_files",
+        multiple=True,
+        type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        help="A file of trusted verifier keys, one a line; repeatable.",
+    ),
 ]
 
 
@@ -58,7 +67,7 @@ def _exit_for(problems: list[Problem]) -> int:
 
 def _headline(problems: list[Problem]) -> list[Problem]:
     """Signature and fork problems speak first: they say whom not to trust at all."""
-    rank = {k: 0 for k in BAD_SIGNATURE + INCONSISTENT}
+    rank = dict.fromkeys(BAD_SIGNATURE + INCONSISTENT, 0)
     return sorted(problems, key=lambda p: rank.get(p.kind, 1))
 
 
@@ -70,15 +79,24 @@ def _report_problems(problems: list[Problem]) -> None:
 
 
 @cli.command()
-@click.option("--tiles", "location",
-              help="Verify a C2SP tlog-tiles log at this directory or http(s) URL instead "
-              "of the local store.")
+@click.option(
+    "--tiles",
+    "location",
+    help="Verify a C2SP tlog-tiles log at this directory or http(s) URL instead "
+    "of the local store.",
+)
 @_with_key_options
 @click.option("--origin", help="With --tiles: the origin the checkpoint must carry.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @pass_context
-def verify(ctx: Context, location: str | None, keys: tuple[str, ...],
-           key_files: tuple[Path, ...], origin: str | None, as_json: bool) -> None:
+def verify(
+    ctx: Context,
+    location: str | None,
+    keys: tuple[str, ...],
+    key_files: tuple[Path, ...],
+    origin: str | None,
+    as_json: bool,
+) -> None:
     """Verify a whole log, trusting only its verifier keys.
 
     For the local store: recompute every leaf from the stored bytes, rebuild the tree
@@ -93,8 +111,6 @@ def verify(ctx: Context, location: str | None, keys: tuple[str, ...],
         verifiers = parse_verifier_keys(keys, key_files)
         source = open_source(location)
         raw = source.fetch("checkpoint")
-        from trailseal.core.checkpoint import parse_signed_checkpoint
-
         total = parse_signed_checkpoint(raw).tree_size if raw else None
         with progress(total, "verifying") as bar:
             tiled = verify_tiled_log(source, verifiers, origin, bar.update)
@@ -109,8 +125,8 @@ def verify(ctx: Context, location: str | None, keys: tuple[str, ...],
     else:
         with open_data_dir(ctx) as data_dir:
             ledger = data_dir.ledger(ctx.log, writable=False)
-            verifiers = parse_verifier_keys(keys, key_files) if keys or key_files else (
-                ledger.verifiers()
+            verifiers = (
+                parse_verifier_keys(keys, key_files) if keys or key_files else (ledger.verifiers())
             )
             total = data_dir.storage.entry_count(ledger.log.id)
             with progress(total, "verifying") as bar:
@@ -127,9 +143,13 @@ def verify(ctx: Context, location: str | None, keys: tuple[str, ...],
         }
     summary["ok"] = not problems
     summary["problems"] = [
-        {"kind": p.kind, "message": p.message, "index": p.index,
-         "expected": p.expected.hex() if p.expected else None,
-         "found": p.found.hex() if p.found else None}
+        {
+            "kind": p.kind,
+            "message": p.message,
+            "index": p.index,
+            "expected": p.expected.hex() if p.expected else None,
+            "found": p.found.hex() if p.found else None,
+        }
         for p in problems
     ]
     if as_json:
@@ -138,8 +158,11 @@ def verify(ctx: Context, location: str | None, keys: tuple[str, ...],
         _report_problems(problems)
         raise click.exceptions.Exit(_exit_for(problems))
     if not as_json:
-        extra = (f", {summary['checkpoints_checked']} checkpoints"
-                 if "checkpoints_checked" in summary else "")
+        extra = (
+            f", {summary['checkpoints_checked']} checkpoints"
+            if "checkpoints_checked" in summary
+            else ""
+        )
         click.echo(
             f"OK {summary['origin']}: {summary['entries_checked']} entries{extra}, "
             f"{summary['tiles_checked']} tiles; tree size {summary['tree_size']}, "
@@ -166,21 +189,46 @@ def _parse_time(text: str, what: str) -> datetime:
 
 
 @cli.command()
-@click.option("-o", "--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="The bundle file to write (a ZIP).")
-@click.option("--from-index", default=0, type=click.IntRange(0), show_default=True,
-              help="First index to consider.")
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The bundle file to write (a ZIP).",
+)
+@click.option(
+    "--from-index",
+    default=0,
+    type=click.IntRange(0),
+    show_default=True,
+    help="First index to consider.",
+)
 @click.option("--to-index", type=click.IntRange(0), help="Stop before this index [default: end].")
-@click.option("--where", "conditions", multiple=True, metavar="PATH=VALUE",
-              help="Keep entries whose field at dotted PATH equals VALUE (as text); repeatable.")
+@click.option(
+    "--where",
+    "conditions",
+    multiple=True,
+    metavar="PATH=VALUE",
+    help="Keep entries whose field at dotted PATH equals VALUE (as text); repeatable.",
+)
 @click.option("--since", help="Keep entries whose 'time' is at or after this RFC 3339 time.")
 @click.option("--until", help="Keep entries whose 'time' is before this RFC 3339 time.")
-@click.option("--since-size", type=click.IntRange(1),
-              help="Include the checkpoint of this size and a consistency proof from it.")
+@click.option(
+    "--since-size",
+    type=click.IntRange(1),
+    help="Include the checkpoint of this size and a consistency proof from it.",
+)
 @pass_context
-def export(ctx: Context, out: Path, from_index: int, to_index: int | None,
-           conditions: tuple[str, ...], since: str | None, until: str | None,
-           since_size: int | None) -> None:
+def export(
+    ctx: Context,
+    out: Path,
+    from_index: int,
+    to_index: int | None,
+    conditions: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    since_size: int | None,
+) -> None:
     """Write an evidence bundle for an index range or filter.
 
     The bundle holds the selected entries' exact bytes, a receipt (inclusion proof) for
@@ -196,8 +244,13 @@ def export(ctx: Context, out: Path, from_index: int, to_index: int | None,
         where.append((path, value))
     t0 = _parse_time(since, "--since") if since else None
     t1 = _parse_time(until, "--until") if until else None
-    selection = {"from_index": from_index, "to_index": to_index,
-                 "where": dict(where), "since": since, "until": until}
+    selection = {
+        "from_index": from_index,
+        "to_index": to_index,
+        "where": dict(where),
+        "since": since,
+        "until": until,
+    }
     with open_data_dir(ctx) as data_dir:
         ledger = data_dir.ledger(ctx.log, writable=False)
         end = min(to_index if to_index is not None else 1 << 62, ledger.tree_size())
@@ -208,16 +261,26 @@ def export(ctx: Context, out: Path, from_index: int, to_index: int | None,
                     yield entry
 
         with progress(max(end - from_index, 0), "exporting") as bar:
-            summary = export_bundle(ledger, out, selected(), selection=selection,
-                                    since_size=since_size, progress=bar.update)
-    click.echo(f"wrote {summary.entries} entries to {summary.path} "
-               f"(proven into tree size {summary.tree_size})")
-    click.echo("check it with: trailseal verify-bundle "
-               f"{summary.path} --key '<the log's verifier key>'")
+            summary = export_bundle(
+                ledger,
+                out,
+                selected(),
+                selection=selection,
+                since_size=since_size,
+                progress=bar.update,
+            )
+    click.echo(
+        f"wrote {summary.entries} entries to {summary.path} "
+        f"(proven into tree size {summary.tree_size})"
+    )
+    click.echo(
+        f"check it with: trailseal verify-bundle {summary.path} --key '<the log's verifier key>'"
+    )
 
 
-def _matches(entry: StoredEntry, where: list[tuple[str, str]], t0: datetime | None,
-             t1: datetime | None) -> bool:
+def _matches(
+    entry: StoredEntry, where: list[tuple[str, str]], t0: datetime | None, t1: datetime | None
+) -> bool:
     if not where and t0 is None and t1 is None:
         return True
     value = parse_entry(entry.data)
@@ -226,27 +289,31 @@ def _matches(entry: StoredEntry, where: list[tuple[str, str]], t0: datetime | No
         text = found if isinstance(found, str) else orjson.dumps(found).decode()
         if text != expected:
             return False
-    if t0 is not None or t1 is not None:
-        raw = _get_path(value, "time")
-        if not isinstance(raw, str):
-            return False
-        try:
-            moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
-            return False
-        if moment.tzinfo is None:
-            return False
-        if (t0 and moment < t0) or (t1 and moment >= t1):
-            return False
-    return True
+    return _in_time_range(_get_path(value, "time"), t0, t1)
+
+
+def _in_time_range(raw: Any, t0: datetime | None, t1: datetime | None) -> bool:
+    """Whether an entry's ``time`` lies in [t0, t1); entries without a valid time do not."""
+    if t0 is None and t1 is None:
+        return True
+    if not isinstance(raw, str):
+        return False
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if moment.tzinfo is None:
+        return False
+    return not ((t0 and moment < t0) or (t1 and moment >= t1))
 
 
 @cli.command("verify-bundle")
 @click.argument("bundle", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @_with_key_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def verify_bundle_command(bundle: Path, keys: tuple[str, ...], key_files: tuple[Path, ...],
-                          as_json: bool) -> None:
+def verify_bundle_command(
+    bundle: Path, keys: tuple[str, ...], key_files: tuple[Path, ...], as_json: bool
+) -> None:
     """Check an evidence bundle offline, with only the bundle and a verifier key.
 
     Never trust the keys inside the bundle: pass the key you obtained from the log's
@@ -255,15 +322,25 @@ def verify_bundle_command(bundle: Path, keys: tuple[str, ...], key_files: tuple[
     verifiers = parse_verifier_keys(keys, key_files)
     report = verify_bundle(bundle, verifiers)
     if as_json:
-        click.echo(orjson.dumps({
-            "ok": report.ok, "origin": report.origin, "tree_size": report.tree_size,
-            "entries_checked": report.entries_checked,
-            "consistency_checked": report.consistency_checked, "problems": report.problems,
-        }, option=orjson.OPT_INDENT_2).decode())
+        click.echo(
+            orjson.dumps(
+                {
+                    "ok": report.ok,
+                    "origin": report.origin,
+                    "tree_size": report.tree_size,
+                    "entries_checked": report.entries_checked,
+                    "consistency_checked": report.consistency_checked,
+                    "problems": report.problems,
+                },
+                option=orjson.OPT_INDENT_2,
+            ).decode()
+        )
     if not report.ok:
         for p in report.problems[:20]:
             click.echo(f"FAIL {p}", err=True)
         raise click.exceptions.Exit(EXIT_TAMPERED)
     if not as_json:
-        click.echo(f"OK {report.origin}: {report.entries_checked} entries proven into tree size "
-                   f"{report.tree_size}; {report.consistency_checked} consistency proofs")
+        click.echo(
+            f"OK {report.origin}: {report.entries_checked} entries proven into tree size "
+            f"{report.tree_size}; {report.consistency_checked} consistency proofs"
+        )

@@ -6,7 +6,8 @@ order, which only characters outside the BMP cause (UTF-8 lead bytes 0xF0-0xF4),
 number is a float (ES6 number formatting differs from orjson's), and (c) every integer
 is within JCS's IEEE 754 domain, which ``OPT_STRICT_INTEGER`` enforces. In orjson's
 compact output a number starts right after ``:``, ``,`` or ``[``, so a float always
-matches ``[:,[]-?[0-9]+[.eE]`` (or is the whole value); a match inside a string only costs the slow path.
+matches ``[:,[]-?[0-9]+[.eE]`` (or is the whole value); a match inside a string only
+costs the slow path.
 orjson writes the non-finite floats (NaN, ±Infinity), which have no JCS form, as ``null``;
 so when the output holds ``null`` the value is searched for floats before the fast path
 is trusted. :func:`canonicalize` checks (a) and (b) on orjson's output and falls back to

@@ -49,8 +49,10 @@ class Checkpoint:
         origin, size_text, root_text, *extensions = lines
         if not origin:
             raise FormatError("checkpoint origin is empty")
-        if not size_text.isascii() or not size_text.isdigit() or (
-            size_text != "0" and size_text.startswith("0")
+        if (
+            not size_text.isascii()
+            or not size_text.isdigit()
+            or (size_text != "0" and size_text.startswith("0"))
         ):
             raise FormatError(f"checkpoint tree size {size_text!r} is not a plain decimal")
         root = b64decode(root_text, "checkpoint root hash")
@@ -106,7 +108,5 @@ def verify_checkpoint(
     note, _ = open_note(data, verifiers)
     checkpoint = Checkpoint.from_text(note.text)
     if origin is not None and checkpoint.origin != origin:
-        raise SignatureError(
-            f"checkpoint is for origin {checkpoint.origin!r}, expected {origin!r}"
-        )
+        raise SignatureError(f"checkpoint is for origin {checkpoint.origin!r}, expected {origin!r}")
     return SignedCheckpoint(checkpoint, note)

@@ -190,7 +190,7 @@ def verify_inclusion(
         )
 
 
-def verify_consistency(
+def verify_consistency(  # noqa: PLR0912 (RFC 9162 §2.1.4.2, step by step)
     size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes
 ) -> None:
     """Raise :class:`ProofError` unless tree ``size2`` extends tree ``size1`` (RFC 9162 §2.1.4.2).

@@ -248,4 +248,3 @@ def open_note(data: bytes, verifiers: Iterable[NoteVerifier]) -> tuple[Note, lis
         names = ", ".join(f"{s.name} ({s.key_id:08x})" for s in note.signatures) or "nobody"
         raise SignatureError(f"note is not signed by a trusted key; it is signed by {names}")
     return note, signed_by
-

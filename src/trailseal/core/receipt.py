@@ -61,8 +61,10 @@ class Receipt:
         if pos >= len(lines) or not lines[pos].startswith("index "):
             raise FormatError("receipt has no index line")
         index_text = lines[pos][6:]
-        if not index_text.isascii() or not index_text.isdigit() or (
-            index_text != "0" and index_text.startswith("0")
+        if (
+            not index_text.isascii()
+            or not index_text.isdigit()
+            or (index_text != "0" and index_text.startswith("0"))
         ):
             raise FormatError(f"receipt index {index_text!r} is not a plain decimal")
         proof = []

@@ -184,7 +184,9 @@ def tile_path(level: int | str, index: int, width: int = TILE_WIDTH) -> str:
     return path
 
 
-_TILE_PATH = re.compile(r"^tile/(entries|[0-9]|[1-5][0-9]|6[0-3])/((?:x[0-9]{3}/)*[0-9]{3})(?:\.p/([0-9]{1,3}))?$")
+_TILE_PATH = re.compile(
+    r"^tile/(entries|[0-9]|[1-5][0-9]|6[0-3])/((?:x[0-9]{3}/)*[0-9]{3})(?:\.p/([0-9]{1,3}))?$"
+)
 
 
 def parse_tile_path(path: str) -> tuple[int | str, int, int]:

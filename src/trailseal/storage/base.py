@@ -103,7 +103,10 @@ class Storage(Protocol):
     """What the ledger needs from a storage engine."""
 
     def create_log(self, name: str, origin: str, created_at: str) -> LogInfo:
-        """Create a log; :class:`~trailseal.errors.ConflictError` if name or origin is taken."""
+        """Create a log.
+
+        Raises :class:`~trailseal.errors.AlreadyExistsError` if the name or origin is taken.
+        """
         ...
 
     def get_log(self, name: str) -> LogInfo:

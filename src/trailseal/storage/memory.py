@@ -62,7 +62,8 @@ class _MemoryWrite:
         if self.pending is not None:
             raise StorageError("one append per write transaction")
         if first_index != len(self._log.entries):
-            raise StorageError(f"append at {first_index} but the log holds {len(self._log.entries)}")
+            held = len(self._log.entries)
+            raise StorageError(f"append at {first_index} but the log holds {held}")
         seen: set[IdempotencyKey] = set()
         for e in entries:
             if e.event_id is None:
@@ -86,8 +87,11 @@ class _MemoryWrite:
         for c in chunks:
             log.chunks.setdefault((c.level, c.index), []).append(c)
         row = StoredCheckpoint(
-            self._storage.next_id(), checkpoint.tree_size, checkpoint.root_hash,
-            checkpoint.note, checkpoint.signed_at,
+            self._storage.next_id(),
+            checkpoint.tree_size,
+            checkpoint.root_hash,
+            checkpoint.note,
+            checkpoint.signed_at,
         )
         log.checkpoints.append(row)
 

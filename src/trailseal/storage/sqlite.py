@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from trailseal.core.tiles import TileChunk, TileKey
 from trailseal.errors import (
@@ -189,8 +190,13 @@ class _SqliteWrite:
         self._conn.execute(
             "INSERT INTO checkpoints (log_id, tree_size, root_hash, note, signed_at)"
             " VALUES (?, ?, ?, ?, ?)",
-            (log_id, checkpoint.tree_size, checkpoint.root_hash, checkpoint.note,
-             checkpoint.signed_at),
+            (
+                log_id,
+                checkpoint.tree_size,
+                checkpoint.root_hash,
+                checkpoint.note,
+                checkpoint.signed_at,
+            ),
         )
 
 
@@ -209,7 +215,11 @@ class SqliteStorage:
             fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
             os.close(fd)
         self._writer = self._connect()
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()  # a refused file must not keep connections open
+            raise
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -327,38 +337,39 @@ class SqliteStorage:
 
     # -- reads ----------------------------------------------------------------------
 
-    def _query(self, sql: str, *args: object) -> list[tuple[object, ...]]:
+    def _query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
         try:
             return self._reader().execute(sql, args).fetchall()
         except sqlite3.Error as e:
             raise _storage_error(e) from e
 
-    def _query_one(self, sql: str, *args: object) -> tuple[object, ...] | None:
+    def _query_one(self, sql: str, *args: object) -> tuple[Any, ...] | None:
         rows = self._query(sql, *args)
         return rows[0] if rows else None
 
     def latest_checkpoint(self, log_id: int) -> StoredCheckpoint | None:
         row = self._query_one(
-            f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE log_id = ?"
+            f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE log_id = ?"  # noqa: S608 (constant columns)
             " ORDER BY tree_size DESC, id DESC LIMIT 1",
             log_id,
         )
-        return _checkpoint(row) if row else None  # type: ignore[arg-type]
+        return _checkpoint(row) if row else None
 
     def checkpoint_at(self, log_id: int, tree_size: int) -> StoredCheckpoint | None:
         row = self._query_one(
-            f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE log_id = ? AND tree_size = ?"
-            " ORDER BY id LIMIT 1",
+            f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints"  # noqa: S608 (constant columns)
+            " WHERE log_id = ? AND tree_size = ? ORDER BY id LIMIT 1",
             log_id,
             tree_size,
         )
-        return _checkpoint(row) if row else None  # type: ignore[arg-type]
+        return _checkpoint(row) if row else None
 
     def checkpoints(self, log_id: int) -> Iterator[StoredCheckpoint]:
         conn = self._reader()
         try:
             cur = conn.execute(
-                f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE log_id = ? ORDER BY id",
+                f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints"  # noqa: S608 (constant columns)
+                " WHERE log_id = ? ORDER BY id",
                 (log_id,),
             )
             for row in cur:
@@ -397,7 +408,8 @@ class SqliteStorage:
             cur = conn.execute(
                 "SELECT id, data, source, event_id FROM entries WHERE id >= ? AND id < ?"
                 " ORDER BY id",
-                (_rowid(log_id, start), _rowid(log_id, end)),
+                # end may be 2^40, which _rowid's OR would fold into this block's start.
+                (_rowid(log_id, start), _rowid(log_id, 0) + end),
             )
             for rowid, data, source, event_id in cur:
                 yield StoredEntry(rowid & mask, data, source, event_id)
@@ -414,7 +426,6 @@ class SqliteStorage:
         if row is None:
             return None
         rowid, data = row
-        assert isinstance(rowid, int) and isinstance(data, bytes)
         return StoredEntry(rowid & ((1 << INDEX_BITS) - 1), data, source, event_id)
 
     def entry_count(self, log_id: int) -> int:
@@ -424,7 +435,7 @@ class SqliteStorage:
             _rowid(log_id + 1, 0),
         )
         assert row is not None
-        return int(row[0])  # type: ignore[call-overload]
+        return int(row[0])
 
     def close(self) -> None:
         with self._all_lock:
