@@ -109,9 +109,7 @@ def _path_len(m: int, n: int) -> int:
     return 1 + (_path_len(m, k) if m < k else _path_len(m - k, n - k))
 
 
-def reference_inclusion_root(
-    leaf: bytes, m: int, n: int, path: Sequence[bytes]
-) -> bytes | None:
+def reference_inclusion_root(leaf: bytes, m: int, n: int, path: Sequence[bytes]) -> bytes | None:
     """The root a PATH implies, recursively; None when the path cannot have that shape."""
     if not 0 <= m < n or len(leaf) != 32 or any(len(p) != 32 for p in path):
         return None
@@ -206,7 +204,9 @@ distinct_entries = st.integers(1, 300).flatmap(
 
 def test_hashes_are_rfc9162() -> None:
     assert leaf_hash(b"") == hashlib.sha256(b"\x00").digest()
-    assert node_hash(b"a" * 32, b"b" * 32) == hashlib.sha256(b"\x01" + b"a" * 32 + b"b" * 32).digest()
+    assert (
+        node_hash(b"a" * 32, b"b" * 32) == hashlib.sha256(b"\x01" + b"a" * 32 + b"b" * 32).digest()
+    )
     assert root_from_leaf_hashes([]) == EMPTY_ROOT == hashlib.sha256(b"").digest()
     # RFC 6962 / transparency-dev known answer: the empty tree and the leaf hash of "".
     assert EMPTY_ROOT.hex() == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -344,7 +344,7 @@ def test_inclusion_fails_for_truncated_extended_or_misshapen_proofs(
     for bad in variants:
         if len(bad) == len(proof):
             continue
-        with pytest.raises(ProofError, match="(shorter|longer) than the tree is deep"):
+        with pytest.raises(ProofError, match=r"(shorter|longer) than the tree is deep"):
             verify_inclusion(leaf, i, n, bad, root)
     if proof:
         j = draw.draw(st.integers(0, len(proof) - 1), label="short hash")

@@ -14,9 +14,7 @@ from trailseal.settings import SETTINGS
 _WIDTH = 96
 
 
-def _walk(
-    command: click.Command, name: str, parent: click.Context | None
-) -> list[tuple[str, str]]:
+def _walk(command: click.Command, name: str, parent: click.Context | None) -> list[tuple[str, str]]:
     ctx = click.Context(
         command, info_name=name, parent=parent, terminal_width=_WIDTH, max_content_width=_WIDTH
     )
@@ -52,4 +50,4 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    print(render(), end="")  # noqa: T201 (this module's output is the document)
+    print(render(), end="")

@@ -38,11 +38,19 @@ def b64encode(data: bytes) -> str:
 
 
 def b64decode(text: str, what: str) -> bytes:
-    """Strict standard base64, raising :class:`FormatError` that names ``what``."""
+    """Strict, canonical standard base64, raising :class:`FormatError` that names ``what``.
+
+    Python's decoder ignores excess padding (``AAAA=``) and non-zero padding bits, so
+    one value would have several spellings; only the one :func:`b64encode` writes passes.
+    """
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
+        raw = text.encode("ascii")
+        data = base64.b64decode(raw, validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError) as e:
         raise FormatError(f"{what} is not valid base64") from e
+    if base64.b64encode(data) != raw:
+        raise FormatError(f"{what} is not valid base64 (not in canonical form)")
+    return data
 
 
 def _check_key_name(name: str) -> None:
@@ -72,12 +80,9 @@ class NoteVerifier:
             raise FormatError("a verifier key reads <name>+<hex key ID>+<base64 key>")
         name, hex_id, b64 = parts
         _check_key_name(name)
-        if len(hex_id) != 8:
-            raise FormatError("the key ID of a verifier key is 8 hex digits")
-        try:
-            kid = int(hex_id, 16)
-        except ValueError as e:
-            raise FormatError("the key ID of a verifier key is 8 hex digits") from e
+        if len(hex_id) != 8 or any(c not in "0123456789abcdef" for c in hex_id):
+            raise FormatError("the key ID of a verifier key is 8 lowercase hex digits")
+        kid = int(hex_id, 16)
         raw = b64decode(b64, "verifier key")
         if len(raw) != 33 or raw[0] != ALG_ED25519:
             raise FormatError("only Ed25519 verifier keys (type 0x01, 32 bytes) are supported")
