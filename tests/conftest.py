@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from trailseal.core.checkpoint import verify_checkpoint
-from trailseal.core.merkle import leaf_hash, root_from_leaf_hashes, verify_consistency
+from trailseal.core.merkle import (
+    EMPTY_ROOT,
+    fold_right,
+    leaf_hash,
+    node_hash,
+    root_from_leaf_hashes,
+    verify_consistency,
+)
 from trailseal.core.note import NoteSigner, NoteVerifier
 from trailseal.core.receipt import verify_receipt
 from trailseal.ledger import Ledger
@@ -73,6 +80,28 @@ def signer2() -> NoteSigner:
 LogChecker = Callable[[Ledger, Sequence[NoteVerifier]], list[bytes]]
 
 
+def _prefix_roots(leaves: Sequence[bytes], sizes: Sequence[int]) -> list[bytes]:
+    """RFC 9162 roots of ``leaves[:n]`` for each ``n`` in ascending ``sizes``, in one pass
+    (``root_from_leaf_hashes`` per size would be quadratic for thousands of checkpoints)."""
+    out: list[bytes] = []
+    stack: list[tuple[int, bytes]] = []  # perfect subtree roots, largest first
+    wanted = iter(sizes)
+    target = next(wanted, None)
+    for n, h in enumerate([*leaves, None], start=0):
+        while target == n:
+            out.append(fold_right([r for _, r in stack]) if stack else EMPTY_ROOT)
+            target = next(wanted, None)
+        if h is None:
+            break
+        level, cur = 0, h
+        while stack and stack[-1][0] == level:
+            cur = node_hash(stack.pop()[1], cur)
+            level += 1
+        stack.append((level, cur))
+    assert len(out) == len(sizes), "a checkpoint is larger than the log"
+    return out
+
+
 def _check_log(ledger: Ledger, verifiers: Sequence[NoteVerifier]) -> list[bytes]:
     """Check a stored log against independent oracles; return its leaf hashes.
 
@@ -91,13 +120,18 @@ def _check_log(ledger: Ledger, verifiers: Sequence[NoteVerifier]) -> list[bytes]
     stored = list(storage.checkpoints(log.id))
     sizes = [c.tree_size for c in stored]
     assert sizes == sorted(set(sizes)), f"checkpoint sizes do not strictly increase: {sizes}"
-    for c in stored:
+    roots = _prefix_roots(leaves, sizes)
+    if sizes:
+        assert roots[-1] == root_from_leaf_hashes(leaves[: sizes[-1]])
+    for c, root in zip(stored, roots, strict=True):
         signed = verify_checkpoint(c.note, verifiers, log.origin)
         assert (signed.tree_size, signed.root_hash) == (c.tree_size, c.root_hash)
-        assert c.root_hash == root_from_leaf_hashes(leaves[: c.tree_size])
+        assert c.root_hash == root, f"checkpoint at {c.tree_size} has the wrong root"
     for older, newer in itertools.pairwise(stored):
         proof = ledger.consistency_proof(older.tree_size, newer.tree_size)
-        verify_consistency(older.tree_size, newer.tree_size, proof, older.root_hash, newer.root_hash)
+        verify_consistency(
+            older.tree_size, newer.tree_size, proof, older.root_hash, newer.root_hash
+        )
 
     if size:
         step = max(1, size // 300)

@@ -32,9 +32,9 @@ from trailseal.core.checkpoint import SignedCheckpoint, verify_checkpoint
 from trailseal.core.merkle import leaf_hash, verify_consistency
 from trailseal.core.note import NoteVerifier, b64decode, b64encode
 from trailseal.core.receipt import Receipt, verify_receipt
-from trailseal.errors import EntryError, Error, FormatError
+from trailseal.errors import EntryError, Error, FormatError, NotFoundError, TamperError
 from trailseal.ledger import Ledger, rfc3339
-from trailseal.storage.base import StoredEntry
+from trailseal.storage.base import StoredCheckpoint, StoredEntry
 
 BUNDLE_FORMAT = "trailseal-evidence-bundle/v1"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -71,26 +71,57 @@ def export_bundle(
     since_size: int | None = None,
     progress: Progress | None = None,
 ) -> ExportSummary:
-    """Write an evidence bundle for ``entries`` proven into the latest checkpoint."""
+    """Write an evidence bundle for ``entries`` proven into the latest checkpoint.
+
+    The bundle appears at ``out`` only when complete; on any failure nothing is left.
+    """
     stored = ledger.storage.latest_checkpoint(ledger.log.id)
     if stored is None:
         raise FormatError(f"log {ledger.log.name!r} is empty; there is nothing to export")
-    tree_size = stored.tree_size
-    hashes: dict[str, str] = {}
     listed: list[dict[str, Any]] = []
     tmp = out.with_name(out.name + ".partial")
+    try:
+        _write_bundle(ledger, tmp, entries, stored, selection, since_size, progress, listed)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(out)
+    return ExportSummary(out, len(listed), stored.tree_size, stored.root_hash, since_size)
+
+
+def _write_bundle(
+    ledger: Ledger,
+    tmp: Path,
+    entries: Iterable[StoredEntry],
+    stored: StoredCheckpoint,
+    selection: dict[str, Any],
+    since_size: int | None,
+    progress: Progress | None,
+    listed: list[dict[str, Any]],
+) -> None:
+    tree_size = stored.tree_size
+    hashes: dict[str, str] = {}
     with zipfile.ZipFile(tmp, "w") as zf:
         _write(zf, "checkpoint", stored.note, hashes)
         for entry in entries:
             if entry.index >= tree_size:
                 break
+            leaf = leaf_hash(entry.data)
+            committed = ledger.leaf_hash(entry.index)
+            if leaf != committed:
+                raise TamperError(
+                    f"entry {entry.index} does not match the tree; run `trailseal verify`",
+                    index=entry.index,
+                    expected=committed,
+                    found=leaf,
+                )
             receipt = ledger.receipt(entry.index, tree_size)
             _write(zf, f"entries/{entry.index}.json", entry.data, hashes)
             _write(zf, f"proofs/{entry.index}.tlog-proof", receipt.to_text().encode(), hashes)
             listed.append(
                 {
                     "index": entry.index,
-                    "leaf_hash": b64encode(leaf_hash(entry.data)),
+                    "leaf_hash": b64encode(leaf),
                     "source": entry.source,
                     "id": entry.event_id,
                 }
@@ -101,7 +132,10 @@ def export_bundle(
         if since_size is not None and 0 < since_size < tree_size:
             old = ledger.storage.checkpoint_at(ledger.log.id, since_size)
             if old is None:
-                raise FormatError(f"log {ledger.log.name!r} has no checkpoint at size {since_size}")
+                raise NotFoundError(
+                    f"log {ledger.log.name!r} has no checkpoint at size {since_size}; "
+                    "`trailseal checkpoint --size N` shows which sizes exist"
+                )
             _write(zf, f"checkpoints/{since_size}", old.note, hashes)
             proof = ledger.consistency_proof(since_size, tree_size)
             text = "".join(b64encode(h) + "\n" for h in proof).encode()
@@ -126,8 +160,6 @@ def export_bundle(
         info = zipfile.ZipInfo("manifest.json", _ZIP_TIME)
         info.compress_type = zipfile.ZIP_DEFLATED
         zf.writestr(info, orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-    tmp.replace(out)
-    return ExportSummary(out, len(listed), tree_size, stored.root_hash, since_size)
 
 
 def _report(

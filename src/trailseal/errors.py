@@ -9,6 +9,7 @@ about HTTP themselves.
     Error
     ├── FormatError            bytes that are not a valid note, checkpoint, key, receipt, bundle
     ├── EntryError             a record that cannot become a log entry (not an object, too big)
+    │   └── ValidationError    an event that does not match the event schema, with every reason
     ├── VerificationError      something does not verify
     │   ├── ProofError         an inclusion or consistency proof is wrong
     │   ├── SignatureError     no trusted signature, or a trusted one that fails
@@ -17,6 +18,8 @@ about HTTP themselves.
     ├── NotFoundError          no such log, entry, index or checkpoint
     ├── AlreadyExistsError     a log name, origin or data directory is already taken
     ├── ConfigError            a data directory, key file or setting is missing or unsafe
+    ├── AuthError              no valid credentials (401)
+    │   └── ForbiddenError     valid credentials without the needed role (403)
     ├── StorageError           the database failed; nothing was acknowledged
     │   └── ConflictError      another writer moved the tree; the batch can be retried
     └── OverloadedError        the append queue is full; retry after ``retry_after_s``
@@ -39,6 +42,17 @@ class FormatError(Error):
 
 class EntryError(Error):
     """A record cannot become a log entry."""
+
+
+class ValidationError(EntryError):
+    """An event does not match the published event schema (or the server's rules)."""
+
+    def __init__(self, message: str, *, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or [message]
+
+    def diagnostics(self) -> str:
+        return "\n".join([str(self), *(f"  - {e}" for e in self.errors)])
 
 
 class VerificationError(Error):
@@ -119,6 +133,14 @@ class AlreadyExistsError(Error):
 
 class ConfigError(Error):
     """A data directory, key file or setting is missing, malformed or unsafe."""
+
+
+class AuthError(Error):
+    """The caller presented no valid credentials."""
+
+
+class ForbiddenError(AuthError):
+    """The caller's role does not allow this."""
 
 
 class StorageError(Error):

@@ -12,7 +12,7 @@ import click
 
 from trailseal.cli import audit as _audit  # noqa: F401  (registers its commands)
 from trailseal.cli.app import cli
-from trailseal.cli.common import exit_code_for
+from trailseal.cli.common import EXIT_CONFIG, EXIT_NOT_FOUND, exit_code_for
 from trailseal.errors import Error
 
 
@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         return exit_code_for(e)
     except BrokenPipeError:
         return 0
+    except OSError as e:
+        # A file named on the command line (prove -o, export -o, --receipts): a message,
+        # not a traceback whose status 1 would read as EXIT_TAMPERED.
+        click.echo(f"error: {e}", err=True)
+        status = EXIT_NOT_FOUND if isinstance(e, FileNotFoundError) else EXIT_CONFIG
     return status if isinstance(status, int) else 0
 
 

@@ -11,6 +11,7 @@ import click
 import orjson
 
 from trailseal import __version__
+from trailseal.bundle import parse_entry
 from trailseal.cli.common import (
     EXIT_CODES,
     Context,
@@ -23,7 +24,7 @@ from trailseal.core.checkpoint import verify_checkpoint
 from trailseal.core.merkle import verify_consistency
 from trailseal.core.note import b64encode
 from trailseal.datadir import CONFIG_FILE, DEFAULT_LOG, DataDir
-from trailseal.errors import EntryError, InconsistencyError, NotFoundError
+from trailseal.errors import ConfigError, EntryError, InconsistencyError, NotFoundError
 from trailseal.ledger import Ledger, PreparedEntry, prepare
 from trailseal.storage.base import StoredEntry
 
@@ -66,6 +67,11 @@ def init(ctx: Context, origin: str | None, exist_ok: bool) -> None:
         with open_data_dir(ctx) as data_dir:
             info = data_dir.log(ctx.log)
             active = [k for k in data_dir.keys(info) if k.active]
+        if origin and origin != info.origin:
+            raise ConfigError(
+                f"{ctx.data_dir} already holds log {info.name!r} with origin {info.origin}, "
+                f"not {origin}; choose another --data-dir or drop --origin"
+            )
         click.echo(f"data directory {ctx.data_dir} already exists with log {info.name!r}")
         click.echo(f"origin:        {info.origin}")
         for k in active:
@@ -218,7 +224,7 @@ def show(ctx: Context, index: int | None, event_id: str | None, source: str, raw
             return
         click.echo(f"index:     {entry.index}")
         click.echo(f"leaf hash: {b64encode(ledger.leaf_hash(entry.index))}")
-        value = orjson.loads(entry.data)
+        value = parse_entry(entry.data)  # EntryError, not a traceback, if it is not JSON
         click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
 
 
@@ -283,6 +289,8 @@ def consistency(
     """
     if (size1 is None) == (from_checkpoint is None):
         raise click.UsageError("give --from SIZE or --from-checkpoint FILE (one of them)")
+    if size1 is not None and size2 is not None and size2 < size1:
+        raise click.UsageError(f"--to {size2} is smaller than --from {size1}")
     with open_data_dir(ctx) as data_dir:
         ledger = data_dir.ledger(ctx.log, writable=False)
         verifiers = ledger.verifiers()

@@ -107,6 +107,7 @@ def verify(
 
     With --tiles: the same for any C2SP tlog-tiles log, given its verifier key.
     """
+    pinned = True
     if location:
         verifiers = parse_verifier_keys(keys, key_files)
         source = open_source(location)
@@ -125,9 +126,8 @@ def verify(
     else:
         with open_data_dir(ctx) as data_dir:
             ledger = data_dir.ledger(ctx.log, writable=False)
-            verifiers = (
-                parse_verifier_keys(keys, key_files) if keys or key_files else (ledger.verifiers())
-            )
+            pinned = bool(keys or key_files)
+            verifiers = parse_verifier_keys(keys, key_files) if pinned else ledger.verifiers()
             total = data_dir.storage.entry_count(ledger.log.id)
             with progress(total, "verifying") as bar:
                 report = verify_log(ledger, verifiers, bar.update)
@@ -157,6 +157,13 @@ def verify(
     if problems:
         _report_problems(problems)
         raise click.exceptions.Exit(_exit_for(problems))
+    if not pinned:
+        click.echo(
+            "note: checked against the verifier keys recorded in this store; someone able "
+            "to rewrite the store could plant a key. Pass --key with the published verifier "
+            "key to rule that out.",
+            err=True,
+        )
     if not as_json:
         extra = (
             f", {summary['checkpoints_checked']} checkpoints"

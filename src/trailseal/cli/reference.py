@@ -15,9 +15,11 @@ _WIDTH = 96
 
 
 def _walk(command: click.Command, name: str, parent: click.Context | None) -> list[tuple[str, str]]:
-    ctx = click.Context(
-        command, info_name=name, parent=parent, terminal_width=_WIDTH, max_content_width=_WIDTH
-    )
+    # As click's make_context does: the root group's context_settings (help_option_names
+    # = -h, --help) reach every subcommand. click caches each command's help option once
+    # built, so rendering without them would also depend on what ran before.
+    settings = {**command.context_settings, "terminal_width": _WIDTH, "max_content_width": _WIDTH}
+    ctx = click.Context(command, info_name=name, parent=parent, **settings)
     out = [(ctx.command_path, command.get_help(ctx))]
     if isinstance(command, click.Group):
         for sub_name in command.list_commands(ctx):
