@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from trailseal.core.canonical import canonicalize
 from trailseal.core.checkpoint import (
@@ -25,6 +25,7 @@ from trailseal.core.checkpoint import (
 )
 from trailseal.core.merkle import (
     EMPTY_ROOT,
+    HASH_SIZE,
     Node,
     build_proof,
     consistency_ranges,
@@ -39,7 +40,8 @@ from trailseal.core.tiles import (
     TileKey,
     edge_tiles,
     integrate,
-    read_nodes_from_tiles,
+    node_tile,
+    tile_pyramid,
     tree_root,
 )
 from trailseal.errors import (
@@ -62,6 +64,7 @@ from trailseal.storage.base import (
 )
 
 Clock = Callable[[], datetime]
+_V = TypeVar("_V")
 Status = Literal["appended", "duplicate", "conflict"]
 
 
@@ -134,20 +137,20 @@ class _Request:
     done: bool = False
 
 
-class _LRU:
+class _LRU(Generic[_V]):
     def __init__(self, capacity: int) -> None:
-        self._data: OrderedDict[Any, bytes] = OrderedDict()
+        self._data: OrderedDict[Any, _V] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
 
-    def get(self, key: Any) -> bytes | None:
+    def get(self, key: Any) -> _V | None:
         with self._lock:
             value = self._data.get(key)
             if value is not None:
                 self._data.move_to_end(key)
             return value
 
-    def put(self, key: Any, value: bytes) -> None:
+    def put(self, key: Any, value: _V) -> None:
         with self._lock:
             self._data[key] = value
             self._data.move_to_end(key)
@@ -185,8 +188,7 @@ class Ledger:
         # The tree as of the last batch this process committed (None: read it first).
         self._size: int | None = None
         self._edge: dict[TileKey, bytes] = {}
-        self._tiles = _LRU(4096)
-        self._nodes = _LRU(1 << 17)
+        self._pyramids: _LRU[list[bytes]] = _LRU(4096)  # about 16 KiB each
 
     @property
     def origin(self) -> str:
@@ -385,36 +387,41 @@ class Ledger:
             )
         return found
 
-    def _read_tiles(self, keys: list[TileKey]) -> dict[TileKey, bytes]:
-        out: dict[TileKey, bytes] = {}
-        missing = []
-        for k in keys:
-            cached = self._tiles.get(k)
-            if cached is None:
-                missing.append(k)
-            else:
-                out[k] = cached
-        if missing:
-            for k, tile in self.storage.read_tiles(self.log.id, missing).items():
-                out[k] = tile
-                if len(tile) == TILE_WIDTH * 32:
-                    self._tiles.put(k, tile)  # full tiles never change
-        return out
-
     def read_nodes(self, nodes: list[Node]) -> dict[Node, bytes]:
-        """Hashes of complete subtrees (they never change, so they are cached)."""
-        out: dict[Node, bytes] = {}
+        """Hashes of complete subtrees, from the tiles that hold them.
+
+        A full tile never changes, so its whole subtree (its "pyramid" of 511 hashes)
+        is computed once and cached; a node inside it is then a slice.
+        """
+        placed = [(node, *node_tile(node)) for node in nodes]
+        pyramids: dict[TileKey, list[bytes]] = {}
         missing = []
-        for n in nodes:
-            cached = self._nodes.get(n)
+        for key in {key for _, key, _, _ in placed}:
+            cached = self._pyramids.get(key)
             if cached is None:
-                missing.append(n)
+                missing.append(key)
             else:
-                out[n] = cached
+                pyramids[key] = cached
+        partial: dict[TileKey, bytes] = {}
         if missing:
-            for n, h in read_nodes_from_tiles(missing, self._read_tiles).items():
-                out[n] = h
-                self._nodes.put(n, h)
+            for key, tile in self.storage.read_tiles(self.log.id, missing).items():
+                if len(tile) >= TILE_WIDTH * HASH_SIZE:
+                    pyramids[key] = tile_pyramid(tile[: TILE_WIDTH * HASH_SIZE])
+                    self._pyramids.put(key, pyramids[key])
+                else:
+                    partial[key] = tile
+        out: dict[Node, bytes] = {}
+        for node, key, first, span in placed:
+            sub = span.bit_length() - 1
+            pyramid = pyramids.get(key)
+            if pyramid is not None:
+                at = (first >> sub) * HASH_SIZE
+                out[node] = pyramid[sub][at : at + HASH_SIZE]
+                continue
+            part = partial.get(key, b"")[first * HASH_SIZE : (first + span) * HASH_SIZE]
+            if len(part) != span * HASH_SIZE:
+                raise TamperError(f"tile {key[0]}/{key[1]} is too short to hold node {node}")
+            out[node] = tile_pyramid(part)[-1]
         return out
 
     def leaf_hash(self, index: int) -> bytes:

@@ -64,10 +64,30 @@ def append(
     """What the ledger does, minus batching: one transaction, real tiles, signed checkpoint."""
     with storage.write(log.id) as tx:
         size = tx.tree_size()
-        integ = integrate(size, read_edge(tx.read_tiles, size), [leaf_hash(e.data) for e in entries])
+        integ = integrate(
+            size, read_edge(tx.read_tiles, size), [leaf_hash(e.data) for e in entries]
+        )
         cp = stored_checkpoint(log, integ.tree_size, integ.root_hash, signer, signed_at)
         tx.append(size, entries, integ.chunks, cp)
     return cp, integ.chunks
+
+
+class Boom(Exception):
+    """Raised inside a write transaction by the tests."""
+
+
+def append_then_raise(
+    storage: Storage, log: LogInfo, entries: Sequence[NewEntry], signer: NoteSigner
+) -> None:
+    """Like :func:`append`, but the block raises :class:`Boom` after ``tx.append``."""
+    with storage.write(log.id) as tx:
+        size = tx.tree_size()
+        integ = integrate(
+            size, read_edge(tx.read_tiles, size), [leaf_hash(e.data) for e in entries]
+        )
+        cp = stored_checkpoint(log, integ.tree_size, integ.root_hash, signer, CREATED)
+        tx.append(size, entries, integ.chunks, cp)
+        raise Boom
 
 
 def all_entries(storage: Storage, log: LogInfo) -> list[StoredEntry]:
@@ -424,20 +444,9 @@ def test_exception_inside_write_leaves_nothing(
         append(storage, log, make_entries(prefill, "p"), signer)
     before = snapshot(storage, log)
 
-    class Boom(Exception):
-        pass
-
     new = make_entries(300, "n", start=prefill)  # spans two level-0 tiles and a level-1 hash
-    with pytest.raises(Boom), storage.write(log.id) as tx:
-        size = tx.tree_size()
-        integ = integrate(size, read_edge(tx.read_tiles, size), [leaf_hash(e.data) for e in new])
-        tx.append(
-            size,
-            new,
-            integ.chunks,
-            stored_checkpoint(log, integ.tree_size, integ.root_hash, signer, CREATED),
-        )
-        raise Boom
+    with pytest.raises(Boom):
+        append_then_raise(storage, log, new, signer)
 
     assert snapshot(storage, log) == before
     assert storage.entry_count(log.id) == prefill
@@ -485,18 +494,15 @@ def test_logs_are_isolated(storage: Storage, signer: NoteSigner) -> None:
         assert tx.read_tiles([(0, 0)])[(0, 0)] == b"".join(leaf_hash(e.data) for e in eb)
 
     # A failed write on one log leaves the other alone.
-    before = snapshot(storage, a)
-    with pytest.raises(RuntimeError), storage.write(b.id) as tx:
-        tx.append(3, make_entries(1, "x"), [], stored_checkpoint(b, 4, cpb.root_hash, signer, ""))
-        raise RuntimeError
-    assert snapshot(storage, a) == before
-    assert storage.entry_count(b.id) == 3
+    before_a, before_b = snapshot(storage, a), snapshot(storage, b)
+    with pytest.raises(Boom):
+        append_then_raise(storage, b, make_entries(2, "x"), signer)
+    assert snapshot(storage, a) == before_a
+    assert snapshot(storage, b) == before_b
 
 
 def test_many_logs_in_one_store(storage: Storage, signer: NoteSigner) -> None:
-    logs = [
-        storage.create_log(f"log{i}", f"test.example/log{i}", CREATED) for i in range(40)
-    ]
+    logs = [storage.create_log(f"log{i}", f"test.example/log{i}", CREATED) for i in range(40)]
     # Interleave the writes so that no log's rows are contiguous in the store.
     for round_ in range(3):
         for i, lg in enumerate(logs):

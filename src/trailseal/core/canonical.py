@@ -6,12 +6,11 @@ order, which only characters outside the BMP cause (UTF-8 lead bytes 0xF0-0xF4),
 number is a float (ES6 number formatting differs from orjson's), and (c) every integer
 is within JCS's IEEE 754 domain, which ``OPT_STRICT_INTEGER`` enforces. In orjson's
 compact output a number starts right after ``:``, ``,`` or ``[``, so a float always
-matches ``[:,[]-?[0-9]+[.eE]`` (or is the whole value); a match inside a string only
-costs the slow path.
-orjson writes the non-finite floats (NaN, ±Infinity), which have no JCS form, as ``null``;
-so when the output holds ``null`` the value is searched for floats before the fast path
-is trusted. :func:`canonicalize` checks (a) and (b) on orjson's output and falls back to
-``rfc8785`` otherwise; a property test keeps the two in step.
+matches ``[:,[]-?[0-9]+[.eE]`` (or is the whole value). Such a match can also come from
+inside a string (a timestamp's ``:00.123``), and orjson writes the non-finite floats,
+which have no JCS form, as ``null``; in those cases the value itself is searched for a
+float before the fast path is trusted. Otherwise :func:`canonicalize` falls back to
+``rfc8785``; a property test keeps the two in step.
 
 Input must be the JSON data model: dict with str keys, list, str, int, float, bool, None.
 """
@@ -38,12 +37,15 @@ _FLOAT = re.compile(rb"[:,\[]-?[0-9]+[.eE]")
 _NUMBER_START = frozenset(b"-0123456789")
 
 
-def _fast_path_is_exact(data: bytes) -> bool:
+def _fast_path_is_exact(value: Any, data: bytes) -> bool:
     if not data.isascii() and _NON_BMP.search(data):
         return False
-    if data[0] in _NUMBER_START:  # a bare top-level number
-        return b"." not in data and b"e" not in data and b"E" not in data
-    return not _FLOAT.search(data)
+    # Only walk the value when the bytes hint at a float: a number-like token (which a
+    # fractional-second timestamp inside a string also looks like), a bare number, or a
+    # null (orjson silently writes NaN and ±Infinity as null; rfc8785 rejects them).
+    if data[0] in _NUMBER_START or b"null" in data or _FLOAT.search(data):
+        return not _contains_float(value)
+    return True
 
 
 def _contains_float(value: Any) -> bool:
@@ -66,12 +68,7 @@ def canonicalize(value: Any) -> bytes:
         data = orjson.dumps(value, option=_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError: unsupported type or integer out of range
         data = None
-    if (
-        data is not None
-        and _fast_path_is_exact(data)
-        # orjson silently writes NaN and ±Infinity as null; rfc8785 rejects them.
-        and not (b"null" in data and _contains_float(value))
-    ):
+    if data is not None and _fast_path_is_exact(value, data):
         return data
     try:
         return rfc8785.dumps(value)

@@ -151,6 +151,22 @@ def node_tile(node: Node) -> tuple[TileKey, int, int]:
     return (tile_level, first // TILE_WIDTH), first % TILE_WIDTH, 1 << sub
 
 
+def tile_pyramid(tile: bytes) -> list[bytes]:
+    """Every level of a full tile's subtree: the 256 hashes, their 128 parents, ..., root.
+
+    A node ``(sub, offset)`` inside the tile is ``pyramid[sub][32*offset : 32*offset+32]``.
+    """
+    levels = [tile]
+    layer = tile
+    while len(layer) > HASH_SIZE:
+        layer = b"".join(
+            node_hash(layer[i : i + HASH_SIZE], layer[i + HASH_SIZE : i + 2 * HASH_SIZE])
+            for i in range(0, len(layer), 2 * HASH_SIZE)
+        )
+        levels.append(layer)
+    return levels
+
+
 def read_nodes_from_tiles(
     nodes: Iterable[Node], read_tiles: Callable[[list[TileKey]], Mapping[TileKey, bytes]]
 ) -> dict[Node, bytes]:

@@ -41,6 +41,8 @@ from trailseal.storage.base import (
 
 SCHEMA_VERSION = 1
 INDEX_BITS = 40
+_LOOKUP_CHUNK = 500
+"""Idempotency keys looked up per query (under SQLite's parameter limit)."""
 """Entries per log are limited to 2^40 (about 10^12) by the rowid encoding."""
 
 _TABLES = ("logs", "log_keys", "entries", "tiles", "checkpoints")
@@ -155,15 +157,23 @@ class _SqliteWrite:
         return _read_tiles(self._conn, self._log_id, keys)
 
     def find_entries(self, keys: Sequence[IdempotencyKey]) -> dict[IdempotencyKey, StoredEntry]:
-        out: dict[IdempotencyKey, StoredEntry] = {}
+        by_source: dict[str, list[str]] = {}
         for source, event_id in keys:
-            row = self._conn.execute(
-                "SELECT id, data FROM entries WHERE log_id = ? AND source = ? AND event_id = ?",
-                (self._log_id, source, event_id),
-            ).fetchone()
-            if row:
-                index = row[0] & ((1 << INDEX_BITS) - 1)
-                out[(source, event_id)] = StoredEntry(index, row[1], source, event_id)
+            by_source.setdefault(source, []).append(event_id)
+        out: dict[IdempotencyKey, StoredEntry] = {}
+        mask = (1 << INDEX_BITS) - 1
+        for source, ids in by_source.items():
+            for start in range(0, len(ids), _LOOKUP_CHUNK):
+                chunk = ids[start : start + _LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                # (log_id, source, event_id IN ...) walks the idempotency index per key.
+                rows = self._conn.execute(
+                    "SELECT id, data, event_id FROM entries"  # noqa: S608 (placeholders only)
+                    f" WHERE log_id = ? AND source = ? AND event_id IN ({marks})",
+                    [self._log_id, source, *chunk],
+                ).fetchall()
+                for rowid, data, event_id in rows:
+                    out[(source, event_id)] = StoredEntry(rowid & mask, data, source, event_id)
         return out
 
     def append(
@@ -173,6 +183,12 @@ class _SqliteWrite:
         chunks: Sequence[TileChunk],
         checkpoint: StoredCheckpoint,
     ) -> None:
+        if first_index != self.tree_size():
+            raise StorageError(
+                f"append at index {first_index}, but the log's tree size is {self.tree_size()}"
+            )
+        if not self._conn.execute("SELECT 1 FROM logs WHERE id = ?", (self._log_id,)).fetchone():
+            raise StorageError(f"no log with id {self._log_id}")
         if first_index + len(entries) >= 1 << INDEX_BITS:
             raise StorageError("log is full: SQLite stores at most 2^40 entries per log")
         log_id = self._log_id

@@ -1,0 +1,114 @@
+"""Smoke test of the benchmark suite: ``benchmarks/run.py --quick`` runs and reports everything.
+
+No timing thresholds: a slow machine is not a failing test. The run takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / "benchmarks" / "run.py"
+
+pytest.importorskip(
+    "pymerkle", reason="the benchmarks compare against pymerkle: pip install -e '.[bench]'"
+)
+
+BATCHES = (1000, 100)
+PROOF_SIZE = 10_000  # the only proof size in --quick mode
+
+EXPECTED = [
+    "workload.entries",
+    "workload.canonical_bytes_mean",
+    "workload.canonical_bytes_min",
+    "workload.canonical_bytes_max",
+    "prepare.rate",
+    "storage.tree_bytes_per_entry",
+    f"proofs.{PROOF_SIZE}.build_seconds",  # a fresh --cache-dir: the log is built
+    f"proofs.{PROOF_SIZE}.build_append_rate",
+    f"proofs.{PROOF_SIZE}.db_bytes_per_entry",
+]
+for _b in BATCHES:
+    EXPECTED += [
+        f"append.batch{_b}.{name}"
+        for name in (
+            "floor_sqlite",
+            "ledger_append",
+            "ledger_append_prepared",
+            "pymerkle_sqlite",
+            "pymerkle_sqlite_with_root",
+            "ratio_append_vs_floor",
+            "ratio_prepared_vs_floor",
+            "ratio_append_vs_pymerkle",
+            "ratio_prepared_vs_pymerkle",
+        )
+    ]
+    EXPECTED += [
+        f"storage.batch{_b}.{name}"
+        for name in (
+            "ledger_bytes_per_entry",
+            "floor_bytes_per_entry",
+            "pymerkle_bytes_per_entry",
+            "ratio_vs_canonical",
+            "ratio_vs_floor",
+            "ratio_vs_canonical_plus_tree",
+        )
+    ]
+    EXPECTED.append(f"verify.batch{_b}.rate")
+for _kind in ("inclusion", "consistency"):
+    for _mode in ("cold", "warm"):
+        for _stat in ("p50", "p99", "mean"):
+            EXPECTED.append(f"proofs.{PROOF_SIZE}.{_kind}.{_mode}.{_stat}")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "x.json"
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--out", str(out), "--cache-dir", str(tmp / "cache")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_every_measurement_is_present_and_positive(quick_run: tuple[dict, str]) -> None:
+    doc, _ = quick_run
+    measurements = doc["measurements"]
+    missing = [k for k in EXPECTED if k not in measurements]
+    assert not missing, f"missing measurements: {missing}"
+    for key, entry in measurements.items():
+        value = entry["value"]
+        assert isinstance(value, int | float), key
+        assert not isinstance(value, bool), key
+        assert math.isfinite(value), f"{key} = {value!r}"
+        assert value > 0, f"{key} = {value!r}"
+        assert isinstance(entry["unit"], str), key
+        assert entry["unit"], key
+
+
+def test_machine_info_and_config(quick_run: tuple[dict, str]) -> None:
+    doc, _ = quick_run
+    machine = doc["machine"]
+    for key in ("python", "cpu_count", "platform", "sqlite_version", "date"):
+        assert machine.get(key), key
+    assert doc["config"]["quick"] is True
+    assert doc["config"]["proof_sizes"] == [PROOF_SIZE]
+    assert doc["measurements"]["workload.entries"]["value"] == 5000
+
+
+def test_table_is_printed(quick_run: tuple[dict, str]) -> None:
+    _, stdout = quick_run
+    for key in ("append.batch1000.ledger_append", "verify.batch1000.rate", "wall time"):
+        assert key in stdout
