@@ -172,7 +172,7 @@ def test_init_exist_ok_prints_the_existing_keys(run: Cli) -> None:
     assert _printed_key(again.out) == key
     assert len(run.key_files()) == 1
 
-    new_key = _printed_key(run.ok("key", "rotate").out)
+    new_key = _printed_key(run.ok("signing-key", "rotate").out)
     keys = [
         ln.split(":", 1)[1].strip()
         for ln in run.ok("init", "--exist-ok").out.splitlines()
@@ -571,7 +571,7 @@ def test_key_rotation_co_signs_and_retire(ts: Cli) -> None:
     old = ts.verifier
     ts.ok("append", stdin=_ndjson(_events(2)))
 
-    result = ts.ok("key", "rotate")
+    result = ts.ok("signing-key", "rotate")
     assert "co-signed" in result.out
     new = NoteVerifier.from_string(_printed_key(result.out))
     assert new.name == ORIGIN
@@ -590,14 +590,14 @@ def test_key_rotation_co_signs_and_retire(ts: Cli) -> None:
     assert result.code == EXIT_BAD_SIGNATURE
     assert "FAIL [signature]" in result.err
 
-    listing = ts.ok("key", "list").out
+    listing = ts.ok("signing-key", "list").out
     assert listing.count("\tactive\t") == 2
     assert old.to_string() in listing
     assert new.to_string() in listing
 
-    result = ts.ok("key", "retire", f"{old.key_id:08x}")
+    result = ts.ok("signing-key", "retire", f"{old.key_id:08x}")
     assert f"retired key {old.key_id:08x}" in result.out
-    assert "retired " in ts.ok("key", "list").out
+    assert "retired " in ts.ok("signing-key", "list").out
     ts.ok("append", stdin=_ndjson(_events(1, start=4)))
     note = ts.ok("checkpoint").out.encode()
     assert note.count("\u2014 ".encode()) == 1
@@ -610,17 +610,17 @@ def test_key_rotation_co_signs_and_retire(ts: Cli) -> None:
     assert "OK example.com/cli: 5 entries, 3 checkpoints" in result.out
     verify_checkpoint(ts.ok("checkpoint", "--size", "2").out.encode(), [old], ORIGIN)
 
-    assert ts("key", "retire", f"{old.key_id:08x}").code == EXIT_CONFIG  # already retired
-    assert ts("key", "retire", f"{new.key_id:08x}").code == EXIT_CONFIG  # the only active
-    assert ts("key", "retire", "0badc0de").code == EXIT_NOT_FOUND
-    assert ts("key", "retire", "not-hex").code == EXIT_USAGE
+    assert ts("signing-key", "retire", f"{old.key_id:08x}").code == EXIT_CONFIG  # already retired
+    assert ts("signing-key", "retire", f"{new.key_id:08x}").code == EXIT_CONFIG  # the only active
+    assert ts("signing-key", "retire", "0badc0de").code == EXIT_NOT_FOUND
+    assert ts("signing-key", "retire", "not-hex").code == EXIT_USAGE
 
 
 def test_retiring_the_only_key_is_refused(ts: Cli) -> None:
-    result = ts("key", "retire", f"{ts.verifier.key_id:08x}")
+    result = ts("signing-key", "retire", f"{ts.verifier.key_id:08x}")
     assert result.code == EXIT_CONFIG
     assert "only active key" in result.err
-    assert "key rotate" in result.err
+    assert "signing-key rotate" in result.err
     ts.ok("append", stdin=_ndjson(_events(1)))  # still signing
 
 
@@ -831,10 +831,19 @@ def test_every_command_is_listed() -> None:
         "log",
         "log create",
         "log list",
-        "key",
-        "key list",
-        "key rotate",
-        "key retire",
+        "signing-key",
+        "signing-key list",
+        "signing-key rotate",
+        "signing-key retire",
+        "serve",
+        "tenants",
+        "tenants create",
+        "tenants add-log",
+        "tenants list",
+        "keys",
+        "keys create",
+        "keys list",
+        "keys revoke",
     }
 
 

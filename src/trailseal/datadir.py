@@ -168,7 +168,7 @@ class DataDir:
         if sum(k.active for k in states) < 2:
             raise ConfigError(
                 f"key {key_id:08x} is the log's only active key; "
-                "run `trailseal key rotate` first so a new key takes over"
+                "run `trailseal signing-key rotate` first so a new key takes over"
             )
         self.storage.add_key_event(
             log.id, KeyEvent(match[0].verifier.to_string(), "retired", rfc3339(self.clock()))

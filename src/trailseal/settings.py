@@ -1,37 +1,89 @@
-"""Settings: the only module that reads the environment.
+"""Settings: the only module that reads the environment and ``trailseal.toml``.
 
-Every setting is declared once, with its environment variable, default and help text;
-the CLI reference and ``trailseal --help`` are generated from these declarations, and a
-test fails when one is undocumented.
+Every setting is declared once, with its environment variable, ``[server]`` key in the
+data directory's ``trailseal.toml``, default and help text. The environment wins over
+the file, the file over the default. The CLI reference is generated from these
+declarations, and a test fails when one is undocumented.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from trailseal.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
 class Setting:
-    """One setting: its environment variable, default and help text."""
+    """One setting: environment variable, type, default and help text."""
 
     env: str
-    default: str
+    kind: type
+    default: Any
     help: str
 
 
 SETTINGS: dict[str, Setting] = {
     "data_dir": Setting(
         "TRAILSEAL_DATA_DIR",
+        str,
         "trailseal-data",
-        "Data directory holding the database, signing keys (0600) and trailseal.toml.",
+        "Data directory holding the databases, keys (0600) and trailseal.toml.",
     ),
     "log": Setting(
         "TRAILSEAL_LOG",
+        str,
         "",
-        "Name of the log to use; empty means the data directory's default log.",
+        "Name of the log the CLI uses; empty means the data directory's default.",
+    ),
+    "host": Setting("TRAILSEAL_HOST", str, "127.0.0.1", "Address `serve` listens on."),
+    "port": Setting("TRAILSEAL_PORT", int, 8080, "Port `serve` listens on."),
+    "origin_prefix": Setting(
+        "TRAILSEAL_ORIGIN_PREFIX",
+        str,
+        "localhost/trailseal",
+        "Prefix of new logs' origins: <prefix>/<tenant>/<log>.",
+    ),
+    "max_body_bytes": Setting(
+        "TRAILSEAL_MAX_BODY_BYTES", int, 1 << 20, "Largest single-event request body (413 beyond)."
+    ),
+    "max_batch_body_bytes": Setting(
+        "TRAILSEAL_MAX_BATCH_BODY_BYTES", int, 16 << 20, "Largest batch request body (413 beyond)."
+    ),
+    "max_batch_events": Setting(
+        "TRAILSEAL_MAX_BATCH_EVENTS", int, 1000, "Most events in one batch request (422 beyond)."
+    ),
+    "max_future_skew_s": Setting(
+        "TRAILSEAL_MAX_FUTURE_SKEW_S",
+        float,
+        300.0,
+        "How far in the future an event's time may be (422 beyond).",
+    ),
+    "max_queue_entries": Setting(
+        "TRAILSEAL_MAX_QUEUE_ENTRIES",
+        int,
+        200_000,
+        "Entries waiting for a commit before 503 + Retry-After.",
+    ),
+    "rate_limit_rps": Setting(
+        "TRAILSEAL_RATE_LIMIT_RPS",
+        float,
+        0.0,
+        "Requests per second per API key before 429; 0 is unlimited.",
+    ),
+    "rate_limit_burst": Setting(
+        "TRAILSEAL_RATE_LIMIT_BURST", int, 100, "Requests an API key may burst above its rate."
+    ),
+    "log_level": Setting(
+        "TRAILSEAL_LOG_LEVEL",
+        str,
+        "info",
+        "Level of the JSON logs on stderr (debug, info, warning, error).",
     ),
 }
 
@@ -42,14 +94,52 @@ class Settings:
 
     data_dir: Path
     log: str | None
+    host: str
+    port: int
+    origin_prefix: str
+    max_body_bytes: int
+    max_batch_body_bytes: int
+    max_batch_events: int
+    max_future_skew_s: float
+    max_queue_entries: int
+    rate_limit_rps: float
+    rate_limit_burst: int
+    log_level: str
 
 
-def load(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read the settings from ``environ`` (the process environment by default)."""
+def _convert(name: str, setting: Setting, raw: Any, where: str) -> Any:
+    try:
+        value = setting.kind(raw)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {name} must be {setting.kind.__name__}, not {raw!r}") from e
+    if isinstance(value, int | float) and value < 0:
+        raise ConfigError(f"{where}: {name} must not be negative")
+    return value
+
+
+def load(environ: Mapping[str, str] | None = None, data_dir: Path | None = None) -> Settings:
+    """Resolve every setting from ``environ`` (the process environment by default) and
+    the ``[server]`` table of ``<data dir>/trailseal.toml`` when it exists."""
     env = os.environ if environ is None else environ
-
-    def get(name: str) -> str:
-        s = SETTINGS[name]
-        return env.get(s.env, s.default)
-
-    return Settings(data_dir=Path(get("data_dir")), log=get("log") or None)
+    directory = data_dir or Path(env.get(SETTINGS["data_dir"].env, SETTINGS["data_dir"].default))
+    file_values: dict[str, Any] = {}
+    config = directory / "trailseal.toml"
+    if config.exists():
+        try:
+            file_values = tomllib.loads(config.read_text()).get("server", {})
+        except (tomllib.TOMLDecodeError, OSError) as e:
+            raise ConfigError(f"cannot read {config}: {e}") from e
+    values: dict[str, Any] = {}
+    for name, setting in SETTINGS.items():
+        if setting.env in env:
+            values[name] = _convert(name, setting, env[setting.env], setting.env)
+        elif name in file_values:
+            values[name] = _convert(name, setting, file_values[name], f"{config} [server]")
+        else:
+            values[name] = setting.default
+    unknown = set(file_values) - set(SETTINGS)
+    if unknown:
+        raise ConfigError(f"{config} [server] has unknown settings: {', '.join(sorted(unknown))}")
+    values["data_dir"] = directory
+    values["log"] = values["log"] or None
+    return Settings(**values)

@@ -11,6 +11,7 @@ import sys
 import click
 
 from trailseal.cli import audit as _audit  # noqa: F401  (registers its commands)
+from trailseal.cli import service_commands as _service  # noqa: F401  (likewise)
 from trailseal.cli.app import cli
 from trailseal.cli.common import EXIT_CONFIG, EXIT_NOT_FOUND, exit_code_for
 from trailseal.errors import Error

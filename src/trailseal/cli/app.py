@@ -364,9 +364,9 @@ def log_list(ctx: Context) -> None:
             click.echo(f"{mark} {info.name}\t{info.origin}\tsize {size}")
 
 
-@cli.group("key")
+@cli.group("signing-key")
 def key_group() -> None:
-    """Show and rotate a log's signing keys."""
+    """Show, rotate and retire a log's checkpoint signing keys."""
 
 
 @key_group.command("list")
@@ -385,7 +385,7 @@ def key_list(ctx: Context) -> None:
 def key_rotate(ctx: Context) -> None:
     """Add a new signing key; it co-signs with the current keys from now on.
 
-    Publish the new verifier key, then retire the old one with `key retire`. Checkpoints
+    Publish the new verifier key, then retire the old one with `signing-key retire`. Checkpoints
     signed before stay verifiable with the old key.
     """
     with open_data_dir(ctx) as data_dir:
@@ -398,7 +398,7 @@ def key_rotate(ctx: Context) -> None:
 @click.argument("key_id")
 @pass_context
 def key_retire(ctx: Context, key_id: str) -> None:
-    """Stop signing with key KEY_ID (8 hex digits, from `key list`)."""
+    """Stop signing with key KEY_ID (8 hex digits, from `signing-key list`)."""
     try:
         kid = int(key_id, 16)
     except ValueError as e:

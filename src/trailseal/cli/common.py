@@ -78,6 +78,7 @@ class Context:
 
     data_dir: Path
     log: str | None
+    settings: settings.Settings
 
 
 @contextmanager
@@ -92,8 +93,8 @@ def open_data_dir(ctx: Context) -> Iterator[DataDir]:
 
 def resolve_context(data_dir: Path | None, log: str | None) -> Context:
     """Command-line options win over the environment (read only in :mod:`settings`)."""
-    s = settings.load()
-    return Context(data_dir or s.data_dir, log or s.log)
+    s = settings.load(data_dir=data_dir)
+    return Context(s.data_dir, log or s.log, s)
 
 
 def parse_verifier_keys(keys: tuple[str, ...], key_files: tuple[Path, ...]) -> list[NoteVerifier]:

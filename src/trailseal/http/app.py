@@ -1,0 +1,166 @@
+"""``create_app(service, settings)``: the trailseal HTTP API on FastAPI.
+
+Service calls are blocking (durable writes, proofs) and run in worker threads, so
+concurrent requests join the ledger's group commit. Every error leaves as RFC 9457
+problem+json.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from trailseal import __version__
+from trailseal.errors import Error
+from trailseal.http import routes_admin, routes_ingest, routes_read
+from trailseal.http.deps import Api, HttpOptions, install_edge_handlers
+from trailseal.http.observability import LOGGER, Metrics
+from trailseal.http.problems import problem, problem_for
+from trailseal.service.core import Service
+from trailseal.service.registry import Principal
+
+
+def _openapi_with_auth(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus the bearer API-key scheme on every /v1 operation."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "apiKey": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key: tsk_<key id>_<secret>",
+            }
+        }
+        for path, operations in schema["paths"].items():
+            if path.startswith("/v1/") and path != "/v1/schema/event.json":
+                for operation in operations.values():
+                    operation["security"] = [{"apiKey": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def create_app(service: Service, options: HttpOptions | None = None) -> FastAPI:
+    """The ASGI application."""
+    opts = options or HttpOptions()
+    metrics = Metrics()
+    app = FastAPI(
+        title="trailseal",
+        version=__version__,
+        description="Tamper-evident audit log: ingest with receipts, search with proofs, "
+        "C2SP tlog-tiles read API. Errors are RFC 9457 problem+json.",
+    )
+    app.state.service = service
+    app.state.metrics = metrics
+    app.state.options = opts
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Any) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        if len(request_id) > 64 or not request_id.replace("-", "").isalnum():
+            request_id = uuid.uuid4().hex
+        request.state.request_id = request_id
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        elapsed = time.perf_counter() - started
+        response.headers["X-Request-Id"] = request_id
+        route = request.scope.get("route")
+        route_path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(route_path, str(response.status_code)).observe(elapsed)
+        principal: Principal | None = getattr(request.state, "principal", None)
+        LOGGER.info(
+            "request",
+            extra={
+                "request_id": request_id,
+                "method": request.method,
+                "route": route_path,
+                "status": response.status_code,
+                "duration_ms": round(elapsed * 1000, 3),
+                "tenant": principal.tenant if principal else None,
+                "key_id": principal.key_id if principal else None,
+            },
+        )
+        return response
+
+    @app.exception_handler(Error)
+    async def on_error(request: Request, exc: Error) -> Response:
+        reason = type(exc).__name__
+        metrics.rejections.labels(reason).inc()
+        request_id = getattr(request.state, "request_id", None)
+        response = problem_for(exc, request.url.path, request_id)
+        if response.status_code >= 500:
+            # The class name only: messages may quote data, and logs never carry it.
+            LOGGER.warning("request failed", extra={"request_id": request_id, "error": reason})
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        metrics.rejections.labels("bad_parameters").inc()
+        errors = [
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        ]
+        return problem(
+            400,
+            "bad-parameters",
+            "The request's parameters are invalid",
+            "; ".join(errors),
+            instance=request.url.path,
+            errors=errors,
+            request_id=getattr(request.state, "request_id", None),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return problem(
+            exc.status_code,
+            slug,
+            str(exc.detail),
+            str(exc.detail),
+            instance=request.url.path,
+            request_id=getattr(request.state, "request_id", None),
+        )
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not ready"}})
+    async def readyz() -> Response:
+        """Storage is writable and every log's signing keys are loaded."""
+        checks = await run_in_threadpool(service.ready)
+        ok = all(checks.values())
+        return Response(
+            orjson.dumps({"ready": ok, "checks": checks}),
+            status_code=200 if ok else 503,
+            media_type="application/json",
+        )
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def prometheus() -> Response:
+        """Prometheus text format."""
+        for tlog in service.registry.logs():
+            metrics.tree_size.labels(tlog.ledger_log).set(service.ledger(tlog).tree_size())
+        return Response(
+            generate_latest(metrics.registry), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    app.openapi = lambda: _openapi_with_auth(app)  # type: ignore[method-assign]
+    api = Api(service, metrics, opts)
+    install_edge_handlers(app, api)
+    routes_ingest.register(app, api)
+    routes_read.register(app, api)
+    routes_admin.register(app, api)
+    return app

@@ -1,0 +1,1 @@
+"""The event model (DESIGN §4): its JSON Schema, validation and normalization."""

@@ -1,0 +1,1 @@
+"""Write-time policy: secret detectors and content commitments (DESIGN §5)."""

@@ -1,0 +1,307 @@
+"""Tenants, their logs, API keys and the encrypted content store (``service.db``).
+
+This database is the service's own, beside the ledger's: unlike the ledger it is
+mutable (a key can be revoked), and nothing in it is needed to verify a log.
+
+API keys read ``tsk_<key id>_<secret>``; only SHA-256 of the secret is stored and the
+comparison is constant-time. A key has one role and belongs to one tenant; an
+*operator* key may also manage tenants.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trailseal.errors import AlreadyExistsError, ConfigError, NotFoundError, StorageError
+from trailseal.policy.content import StoredBody
+
+ROLES = ("ingest", "reader", "auditor", "approver", "admin")
+"""Roles, from DESIGN §6."""
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "ingest": frozenset({"write"}),
+    "reader": frozenset({"read"}),
+    "auditor": frozenset({"read", "content", "export"}),
+    "approver": frozenset({"read", "approve"}),
+    "admin": frozenset({"write", "read", "content", "export", "approve", "manage"}),
+}
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_TOKEN = re.compile(r"^tsk_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (
+    name TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tenant_logs (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    ledger_log TEXT NOT NULL UNIQUE,
+    capture_content INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant, name)
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    role TEXT NOT NULL,
+    operator INTEGER NOT NULL DEFAULT 0,
+    secret_sha256 BLOB NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS content (
+    ref TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    log TEXT NOT NULL,
+    nonce BLOB NOT NULL,
+    ciphertext BLOB NOT NULL,
+    created_at TEXT NOT NULL
+);
+"""
+
+
+def check_name(kind: str, name: str) -> None:
+    """Tenant and log names: lowercase letters, digits and '-', up to 63 characters."""
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"{kind} name {name!r} must be 1-63 lowercase letters, digits or '-', "
+            "starting with a letter or digit"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLog:
+    """A log as a tenant sees it, and the ledger log behind it."""
+
+    tenant: str
+    name: str
+    ledger_log: str
+    capture_content: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: an API key's id, tenant, role and whether it is an operator's."""
+
+    key_id: str
+    tenant: str
+    role: str
+    operator: bool
+
+    def can(self, permission: str) -> bool:
+        """Whether the role grants ``permission``."""
+        return permission in PERMISSIONS[self.role]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyInfo:
+    """An API key as listed (never its secret)."""
+
+    key_id: str
+    tenant: str
+    role: str
+    operator: bool
+    description: str
+    created_at: str
+    revoked_at: str | None
+
+
+class Registry:
+    """Tenants, logs, API keys and content, in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._lock = threading.Lock()
+        try:
+            self._conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot open {path}: {e}") from e
+
+    def close(self) -> None:
+        """Release the connection."""
+        self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.IntegrityError as e:
+                raise AlreadyExistsError(f"already exists: {e}") from e
+            except sqlite3.Error as e:
+                raise StorageError(f"service database failed: {e}") from e
+
+    def _rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, args).fetchall()
+            except sqlite3.Error as e:
+                raise StorageError(f"service database failed: {e}") from e
+
+    # -- tenants and logs -----------------------------------------------------------
+
+    def create_tenant(self, name: str, at: str) -> None:
+        """Add a tenant."""
+        check_name("tenant", name)
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM tenants WHERE name = ?", (name,)).fetchone():
+                raise AlreadyExistsError(f"tenant {name!r} already exists")
+            conn.execute("INSERT INTO tenants (name, created_at) VALUES (?, ?)", (name, at))
+
+    def tenants(self) -> list[str]:
+        """All tenant names."""
+        return [r[0] for r in self._rows("SELECT name FROM tenants ORDER BY name")]
+
+    def tenant_exists(self, name: str) -> bool:
+        """Whether the tenant exists."""
+        return bool(self._rows("SELECT 1 FROM tenants WHERE name = ?", name))
+
+    def add_log(self, log: TenantLog, at: str) -> None:
+        """Attach a ledger log to a tenant under a name."""
+        check_name("log", log.name)
+        if not self.tenant_exists(log.tenant):
+            raise NotFoundError(f"no tenant {log.tenant!r}")
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO tenant_logs (tenant, name, ledger_log, capture_content, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (log.tenant, log.name, log.ledger_log, int(log.capture_content), at),
+            )
+
+    def logs(self, tenant: str | None = None) -> list[TenantLog]:
+        """A tenant's logs (every tenant's when None)."""
+        sql = "SELECT tenant, name, ledger_log, capture_content FROM tenant_logs"
+        rows = (
+            self._rows(sql + " WHERE tenant = ? ORDER BY name", tenant)
+            if tenant
+            else self._rows(sql + " ORDER BY tenant, name")
+        )
+        return [TenantLog(t, n, lg, bool(c)) for t, n, lg, c in rows]
+
+    def log(self, tenant: str, name: str) -> TenantLog:
+        """One of a tenant's logs; :class:`NotFoundError` otherwise (also for other tenants')."""
+        rows = self._rows(
+            "SELECT tenant, name, ledger_log, capture_content FROM tenant_logs"
+            " WHERE tenant = ? AND name = ?",
+            tenant,
+            name,
+        )
+        if not rows:
+            raise NotFoundError(f"tenant {tenant!r} has no log {name!r}")
+        t, n, lg, c = rows[0]
+        return TenantLog(t, n, lg, bool(c))
+
+    # -- API keys -------------------------------------------------------------------
+
+    def create_key(
+        self, tenant: str, role: str, at: str, *, operator: bool = False, description: str = ""
+    ) -> tuple[str, str]:
+        """A new API key: returns ``(key id, token)``. The token is shown once."""
+        if role not in ROLES:
+            raise ConfigError(f"role {role!r} is not one of {', '.join(ROLES)}")
+        if not self.tenant_exists(tenant):
+            raise NotFoundError(f"no tenant {tenant!r}")
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        digest = hashlib.sha256(secret.encode()).digest()
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO api_keys (key_id, tenant, role, operator, secret_sha256,"
+                " description, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key_id, tenant, role, int(operator), digest, description, at),
+            )
+        return key_id, f"tsk_{key_id}_{secret}"
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal behind a token, or None (unknown, malformed or revoked)."""
+        m = _TOKEN.match(token)
+        if not m:
+            return None
+        key_id, secret = m.groups()
+        rows = self._rows(
+            "SELECT tenant, role, operator, secret_sha256, revoked_at FROM api_keys"
+            " WHERE key_id = ?",
+            key_id,
+        )
+        digest = hashlib.sha256(secret.encode()).digest()
+        if not rows:
+            hmac.compare_digest(digest, bytes(32))  # same work whether or not the key exists
+            return None
+        tenant, role, operator, stored, revoked = rows[0]
+        if not hmac.compare_digest(digest, stored) or revoked:
+            return None
+        return Principal(key_id, tenant, role, bool(operator))
+
+    def keys(self, tenant: str | None = None) -> list[ApiKeyInfo]:
+        """API keys (of one tenant when given)."""
+        sql = (
+            "SELECT key_id, tenant, role, operator, description, created_at, revoked_at"
+            " FROM api_keys"
+        )
+        rows = (
+            self._rows(sql + " WHERE tenant = ? ORDER BY created_at", tenant)
+            if tenant
+            else self._rows(sql + " ORDER BY tenant, created_at")
+        )
+        return [ApiKeyInfo(k, t, r, bool(o), d, c, v) for k, t, r, o, d, c, v in rows]
+
+    def revoke_key(self, key_id: str, at: str, tenant: str | None = None) -> None:
+        """Revoke a key (only within ``tenant`` when given)."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL"
+                " AND (? IS NULL OR tenant = ?)",
+                (at, key_id, tenant, tenant),
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError(f"no active API key {key_id!r}")
+
+    # -- content --------------------------------------------------------------------
+
+    def put_contents(self, tenant: str, log: str, bodies: list[StoredBody], at: str) -> None:
+        """Store sealed bodies, in one transaction."""
+        with self._tx() as conn:
+            conn.executemany(
+                "INSERT INTO content (ref, tenant, log, nonce, ciphertext, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(b.ref, tenant, log, b.nonce, b.ciphertext, at) for b in bodies],
+            )
+
+    def get_content(self, tenant: str, log: str, ref: str) -> tuple[bytes, bytes]:
+        """A sealed body ``(nonce, ciphertext)`` of this tenant's log."""
+        rows = self._rows(
+            "SELECT nonce, ciphertext FROM content WHERE ref = ? AND tenant = ? AND log = ?",
+            ref,
+            tenant,
+            log,
+        )
+        if not rows:
+            raise NotFoundError(f"no content {ref!r} in log {log!r}")
+        return rows[0][0], rows[0][1]
