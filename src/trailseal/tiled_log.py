@@ -59,13 +59,16 @@ class DirectorySource:
 class HttpSource:
     """A tiled log served over HTTP(S)."""
 
-    def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, timeout_s: float = 30.0, headers: dict[str, str] | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self.timeout_s = timeout_s
+        self.headers = {"User-Agent": "trailseal-verify", **(headers or {})}
 
     def fetch(self, path: str) -> bytes | None:
         url = self.base_url + path
-        request = urllib.request.Request(url, headers={"User-Agent": "trailseal-verify"})  # noqa: S310 (scheme checked by open_source)
+        request = urllib.request.Request(url, headers=self.headers)  # noqa: S310 (scheme checked by open_source)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:  # noqa: S310
                 data: bytes = resp.read()
@@ -78,10 +81,10 @@ class HttpSource:
             raise StorageError(f"GET {url} failed: {e}") from e
 
 
-def open_source(location: str) -> TileSource:
-    """A directory path or an http(s) URL."""
+def open_source(location: str, headers: dict[str, str] | None = None) -> TileSource:
+    """A directory path or an http(s) URL (sent with ``headers``, e.g. Authorization)."""
     if location.startswith(("http://", "https://")):
-        return HttpSource(location)
+        return HttpSource(location, headers=headers)
     if "://" in location:
         raise FormatError(f"unsupported location {location!r}: give a directory or an http(s) URL")
     root = Path(location)

@@ -52,6 +52,16 @@ def _with_key_options(f: Any) -> Any:
     return f
 
 
+def _parse_headers(headers: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for header in headers:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip() or any(c in header for c in "\r\n"):
+            raise click.BadParameter(f"{header!r} is not 'Name: value'", param_hint="--header")
+        out[name.strip()] = value.strip()
+    return out
+
+
 def _exit_for(problems: list[Problem]) -> int:
     if not problems:
         return EXIT_OK
@@ -87,6 +97,14 @@ def _report_problems(problems: list[Problem]) -> None:
 )
 @_with_key_options
 @click.option("--origin", help="With --tiles: the origin the checkpoint must carry.")
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="NAME: VALUE",
+    help="With --tiles over HTTP: a request header, e.g. 'Authorization: Bearer "
+    "tsk_...' for a trailseal server; repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @pass_context
 def verify(
@@ -95,6 +113,7 @@ def verify(
     keys: tuple[str, ...],
     key_files: tuple[Path, ...],
     origin: str | None,
+    headers: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Verify a whole log, trusting only its verifier keys.
@@ -110,7 +129,7 @@ def verify(
     pinned = True
     if location:
         verifiers = parse_verifier_keys(keys, key_files)
-        source = open_source(location)
+        source = open_source(location, _parse_headers(headers))
         raw = source.fetch("checkpoint")
         total = parse_signed_checkpoint(raw).tree_size if raw else None
         with progress(total, "verifying") as bar:
