@@ -88,6 +88,42 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
+class Secret:
+    """A secret value; its ``repr`` and ``str`` are ``***`` so it never reaches a log."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one place that needs it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class SlackApp:
+    """A Slack app whose Events API requests this server accepts (``[[slack.apps]]``)."""
+
+    name: str
+    path: str
+    tenant: str
+    log: str
+    signing_secrets: tuple[Secret, ...]
+    """The live signing secrets: the current one, and the previous one during rotation."""
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Resolved settings, passed down as plain values."""
@@ -105,6 +141,7 @@ class Settings:
     rate_limit_rps: float
     rate_limit_burst: int
     log_level: str
+    slack_apps: tuple[SlackApp, ...] = ()
 
 
 def _convert(name: str, setting: Setting, raw: Any, where: str) -> Any:
@@ -117,18 +154,64 @@ def _convert(name: str, setting: Setting, raw: Any, where: str) -> Any:
     return value
 
 
+def _secret(table: dict[str, Any], key: str, env: Mapping[str, str], where: str) -> Secret | None:
+    """A secret named by ``<key>_env`` (an environment variable) or ``<key>_file``."""
+    if f"{key}_env" in table:
+        name = str(table[f"{key}_env"])
+        if name not in env:
+            raise ConfigError(f"{where}: environment variable {name} ({key}) is not set")
+        return Secret(env[name])
+    if f"{key}_file" in table:
+        path = Path(str(table[f"{key}_file"]))
+        try:
+            return Secret(path.read_text().strip())
+        except OSError as e:
+            raise ConfigError(f"{where}: cannot read {key}_file {path}: {e}") from e
+    if key in table:
+        raise ConfigError(
+            f"{where}: put {key} in an environment variable ({key}_env) or a "
+            f"file ({key}_file), not in trailseal.toml"
+        )
+    return None
+
+
+def _slack_apps(config: dict[str, Any], env: Mapping[str, str]) -> tuple[SlackApp, ...]:
+    apps = []
+    for i, table in enumerate(config.get("slack", {}).get("apps", [])):
+        where = f"trailseal.toml [[slack.apps]] #{i + 1}"
+        name = str(table.get("name", "default"))
+        current = _secret(table, "signing_secret", env, where)
+        if current is None:
+            raise ConfigError(f"{where}: set signing_secret_env or signing_secret_file")
+        previous = _secret(table, "previous_signing_secret", env, where)
+        default_path = "/slack/events" if i == 0 else f"/slack/{name}/events"
+        apps.append(
+            SlackApp(
+                name=name,
+                path=str(table.get("path", default_path)),
+                tenant=str(table.get("tenant", "default")),
+                log=str(table.get("log", "default")),
+                signing_secrets=(current,) if previous is None else (current, previous),
+            )
+        )
+    if len({a.path for a in apps}) != len(apps):
+        raise ConfigError("trailseal.toml: two [[slack.apps]] share one path")
+    return tuple(apps)
+
+
 def load(environ: Mapping[str, str] | None = None, data_dir: Path | None = None) -> Settings:
     """Resolve every setting from ``environ`` (the process environment by default) and
     the ``[server]`` table of ``<data dir>/trailseal.toml`` when it exists."""
     env = os.environ if environ is None else environ
     directory = data_dir or Path(env.get(SETTINGS["data_dir"].env, SETTINGS["data_dir"].default))
-    file_values: dict[str, Any] = {}
+    document: dict[str, Any] = {}
     config = directory / "trailseal.toml"
     if config.exists():
         try:
-            file_values = tomllib.loads(config.read_text()).get("server", {})
+            document = tomllib.loads(config.read_text())
         except (tomllib.TOMLDecodeError, OSError) as e:
             raise ConfigError(f"cannot read {config}: {e}") from e
+    file_values: dict[str, Any] = document.get("server", {})
     values: dict[str, Any] = {}
     for name, setting in SETTINGS.items():
         if setting.env in env:
@@ -142,4 +225,4 @@ def load(environ: Mapping[str, str] | None = None, data_dir: Path | None = None)
         raise ConfigError(f"{config} [server] has unknown settings: {', '.join(sorted(unknown))}")
     values["data_dir"] = directory
     values["log"] = values["log"] or None
-    return Settings(**values)
+    return Settings(**values, slack_apps=_slack_apps(document, env))

@@ -74,6 +74,7 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
                 max_batch_body_bytes=s.max_batch_body_bytes,
                 rate_limit_rps=s.rate_limit_rps,
                 rate_limit_burst=s.rate_limit_burst,
+                slack_apps=s.slack_apps,
             ),
         )
         bind_host, bind_port = host or s.host, s.port if port is None else port

@@ -17,6 +17,7 @@ from trailseal.http.observability import Metrics
 from trailseal.http.problems import problem
 from trailseal.service.core import Service
 from trailseal.service.registry import Principal
+from trailseal.settings import SlackApp
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -58,6 +59,8 @@ class HttpOptions:
     rate_limit_rps: float = 0.0
     """Requests per second per API key; 0 turns rate limiting off."""
     rate_limit_burst: int = 100
+    slack_apps: tuple[SlackApp, ...] = ()
+    """Slack apps whose Events API requests are accepted (see settings)."""
 
 
 class TooLarge(Exception):
