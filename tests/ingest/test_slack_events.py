@@ -145,7 +145,8 @@ def test_message_text_becomes_content_and_leaves_the_leaf(
     assert record["action"] == "app.mentioned"
     assert record["actor"] == {"type": "user", "id": "U222", "team": "T111"}
     assert record["targets"] == [{"type": "channel", "id": "C111"}]
-    assert "text" not in record["raw"]["event"] and "blocks" not in record["raw"]["event"]
+    assert "text" not in record["raw"]["event"]
+    assert "blocks" not in record["raw"]["event"]
     assert record["content"]["commitment"].startswith("hmac-sha256:")
     assert "<@U111>" not in json.dumps(record)
 
