@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,61 @@ class SlackApp:
 
 
 @dataclass(frozen=True, slots=True)
+class SlackAuditConfig:
+    """The Enterprise Audit Logs API poller (``[slack.audit]``)."""
+
+    token: Secret
+    """An org-owner user token with ``auditlogs:read``."""
+    tenant: str = "default"
+    log: str = "default"
+    interval_s: float = 60.0
+    backfill_from: str | None = None
+    """RFC 3339 date or time to start from on the very first poll (default: now)."""
+    base_url: str = "https://api.slack.com"
+    limit: int = 200
+    overlap_s: int = 300
+    """Each cycle re-reads this far behind the watermark, for late entries (deduplicated)."""
+    enabled: bool = True
+    """Whether ``serve`` runs the poller in the background."""
+
+
+@dataclass(frozen=True, slots=True)
+class SocketModeApp:
+    """A Slack app connected over Socket Mode (``[[slack.socket_mode]]``)."""
+
+    name: str
+    app_token: Secret
+    """An app-level token (``xapp-``) with ``connections:write``."""
+    tenant: str = "default"
+    log: str = "default"
+    base_url: str = "https://slack.com/api/"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """A signed webhook endpoint at ``/hooks/<name>`` (``[[hooks]]``)."""
+
+    name: str
+    secrets: tuple[Secret, ...]
+    """Live secrets: the current one and, during rotation, the previous one."""
+    scheme: str = "standard"
+    """``standard`` (Standard Webhooks) or ``hmac`` (configurable HMAC-SHA256)."""
+    tenant: str = "default"
+    log: str = "default"
+    header: str = "X-Hub-Signature-256"
+    prefix: str = ""
+    signed: str = "body"
+    """``body``, or ``timestamp.body`` (timestamp, a dot, then the body)."""
+    timestamp_header: str | None = None
+    encoding: str = "hex"
+    tolerance_s: int = 300
+    mapping: tuple[tuple[str, str], ...] = ()
+    """Event field (dotted) → path in the payload (dotted), e.g. ("actor.id", "sender.login")."""
+    defaults: tuple[tuple[str, str], ...] = ()
+    """Event field (dotted) → constant, e.g. ("action", "github.push")."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Resolved settings, passed down as plain values."""
 
@@ -142,6 +197,9 @@ class Settings:
     rate_limit_burst: int
     log_level: str
     slack_apps: tuple[SlackApp, ...] = ()
+    slack_audit: SlackAuditConfig | None = None
+    socket_mode_apps: tuple[SocketModeApp, ...] = ()
+    hooks: tuple[WebhookConfig, ...] = ()
 
 
 def _convert(name: str, setting: Setting, raw: Any, where: str) -> Any:
@@ -199,6 +257,79 @@ def _slack_apps(config: dict[str, Any], env: Mapping[str, str]) -> tuple[SlackAp
     return tuple(apps)
 
 
+def _slack_audit(config: dict[str, Any], env: Mapping[str, str]) -> SlackAuditConfig | None:
+    table = config.get("slack", {}).get("audit")
+    if table is None:
+        return None
+    where = "trailseal.toml [slack.audit]"
+    token = _secret(table, "token", env, where)
+    if token is None:
+        raise ConfigError(f"{where}: set token_env or token_file (an org-owner token)")
+    known = {f.name for f in fields(SlackAuditConfig)} - {"token"}
+    _no_unknown(table, known | {"token_env", "token_file"}, where)
+    return SlackAuditConfig(token=token, **{k: v for k, v in table.items() if k in known})
+
+
+def _socket_mode(config: dict[str, Any], env: Mapping[str, str]) -> tuple[SocketModeApp, ...]:
+    out = []
+    for i, table in enumerate(config.get("slack", {}).get("socket_mode", [])):
+        where = f"trailseal.toml [[slack.socket_mode]] #{i + 1}"
+        token = _secret(table, "app_token", env, where)
+        if token is None:
+            raise ConfigError(f"{where}: set app_token_env or app_token_file (an xapp- token)")
+        known = {f.name for f in fields(SocketModeApp)} - {"app_token"}
+        _no_unknown(table, known | {"app_token_env", "app_token_file"}, where)
+        out.append(SocketModeApp(app_token=token, **{k: v for k, v in table.items() if k in known}))
+    return tuple(out)
+
+
+def _hooks(config: dict[str, Any], env: Mapping[str, str]) -> tuple[WebhookConfig, ...]:
+    out = []
+    for i, table in enumerate(config.get("hooks", [])):
+        where = f"trailseal.toml [[hooks]] #{i + 1}"
+        current = _secret(table, "secret", env, where)
+        if current is None:
+            raise ConfigError(f"{where}: set secret_env or secret_file")
+        previous = _secret(table, "previous_secret", env, where)
+        plain = {f.name for f in fields(WebhookConfig)} - {"secrets", "mapping", "defaults"}
+        _no_unknown(
+            table,
+            plain
+            | {
+                "secret_env",
+                "secret_file",
+                "previous_secret_env",
+                "previous_secret_file",
+                "mapping",
+                "defaults",
+            },
+            where,
+        )
+        if table.get("scheme", "standard") not in ("standard", "hmac"):
+            raise ConfigError(f"{where}: scheme is 'standard' or 'hmac'")
+        if table.get("signed", "body") not in ("body", "timestamp.body"):
+            raise ConfigError(f"{where}: signed is 'body' or 'timestamp.body'")
+        if table.get("encoding", "hex") not in ("hex", "base64"):
+            raise ConfigError(f"{where}: encoding is 'hex' or 'base64'")
+        out.append(
+            WebhookConfig(
+                secrets=(current,) if previous is None else (current, previous),
+                mapping=tuple((str(k), str(v)) for k, v in table.get("mapping", {}).items()),
+                defaults=tuple((str(k), str(v)) for k, v in table.get("defaults", {}).items()),
+                **{k: v for k, v in table.items() if k in plain},
+            )
+        )
+    if len({h.name for h in out}) != len(out):
+        raise ConfigError("trailseal.toml: two [[hooks]] share one name")
+    return tuple(out)
+
+
+def _no_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys: {', '.join(sorted(unknown))}")
+
+
 def load(environ: Mapping[str, str] | None = None, data_dir: Path | None = None) -> Settings:
     """Resolve every setting from ``environ`` (the process environment by default) and
     the ``[server]`` table of ``<data dir>/trailseal.toml`` when it exists."""
@@ -225,4 +356,10 @@ def load(environ: Mapping[str, str] | None = None, data_dir: Path | None = None)
         raise ConfigError(f"{config} [server] has unknown settings: {', '.join(sorted(unknown))}")
     values["data_dir"] = directory
     values["log"] = values["log"] or None
-    return Settings(**values, slack_apps=_slack_apps(document, env))
+    return Settings(
+        **values,
+        slack_apps=_slack_apps(document, env),
+        slack_audit=_slack_audit(document, env),
+        socket_mode_apps=_socket_mode(document, env),
+        hooks=_hooks(document, env),
+    )

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from trailseal.errors import AlreadyExistsError, ConfigError, NotFoundError, StorageError
 from trailseal.policy.content import StoredBody
 
@@ -62,6 +64,11 @@ CREATE TABLE IF NOT EXISTS api_keys (
     description TEXT NOT NULL DEFAULT '',
     created_at TEXT NOT NULL,
     revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS poll_state (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS content (
     ref TEXT PRIMARY KEY,
@@ -305,3 +312,23 @@ class Registry:
         if not rows:
             raise NotFoundError(f"no content {ref!r} in log {log!r}")
         return rows[0][0], rows[0][1]
+
+    # -- poller state -----------------------------------------------------------------
+
+    def get_state(self, name: str) -> dict[str, Any] | None:
+        """A poller's persisted state (a JSON object), or None before its first run."""
+        rows = self._rows("SELECT state FROM poll_state WHERE name = ?", name)
+        if not rows:
+            return None
+        value = orjson.loads(rows[0][0])
+        return value if isinstance(value, dict) else None
+
+    def put_state(self, name: str, state: dict[str, Any], at: str) -> None:
+        """Replace a poller's state durably (synchronous=FULL)."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO poll_state (name, state, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET state = excluded.state,"
+                " updated_at = excluded.updated_at",
+                (name, orjson.dumps(state).decode(), at),
+            )
