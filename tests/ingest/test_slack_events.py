@@ -207,3 +207,17 @@ def test_the_clock_is_injected_not_read(slack: tuple[TestClient, Service]) -> No
     client, _ = slack
     assert abs(time.time() - NOW) > 300  # the fixed clock, not the wall clock, decides
     assert post(client, fixture("events-envelope.json")).status_code == 200
+
+
+def test_every_event_the_manifest_subscribes_to_has_a_mapping() -> None:
+    from trailseal.ingest.slack_events import ACTIONS
+
+    manifest = (
+        Path(__file__).resolve().parents[2] / "docs" / "slack" / "manifest.yaml"
+    ).read_text()
+    section = manifest.split("bot_events:", 1)[1].split("interactivity:", 1)[0]
+    events = [line.strip()[2:] for line in section.splitlines() if line.strip().startswith("- ")]
+    assert len(events) > 20
+    for name in events:
+        kind = name.split(".", 1)[0]  # message.channels is the message event
+        assert kind in ACTIONS, f"{name} is subscribed in the manifest but has no mapping"
