@@ -287,6 +287,8 @@ def _hooks(config: dict[str, Any], env: Mapping[str, str]) -> tuple[WebhookConfi
     out = []
     for i, table in enumerate(config.get("hooks", [])):
         where = f"trailseal.toml [[hooks]] #{i + 1}"
+        if "name" not in table:
+            raise ConfigError(f"{where}: set name (the hook answers at /hooks/<name>)")
         current = _secret(table, "secret", env, where)
         if current is None:
             raise ConfigError(f"{where}: set secret_env or secret_file")

@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from trailseal import __version__
 from trailseal.errors import Error
-from trailseal.http import routes_admin, routes_ingest, routes_read, routes_slack
+from trailseal.http import routes_admin, routes_ingest, routes_read, routes_slack, routes_webhooks
 from trailseal.http.deps import Api, HttpOptions, install_edge_handlers
 from trailseal.http.observability import LOGGER, Metrics
 from trailseal.http.problems import problem, problem_for
@@ -164,4 +164,5 @@ def create_app(service: Service, options: HttpOptions | None = None) -> FastAPI:
     routes_read.register(app, api)
     routes_admin.register(app, api)
     routes_slack.register(app, api, opts.slack_apps)
+    routes_webhooks.register(app, api, opts.hooks)
     return app

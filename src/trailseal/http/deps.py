@@ -17,7 +17,7 @@ from trailseal.http.observability import Metrics
 from trailseal.http.problems import problem
 from trailseal.service.core import Service
 from trailseal.service.registry import Principal
-from trailseal.settings import SlackApp
+from trailseal.settings import SlackApp, WebhookConfig
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -61,6 +61,8 @@ class HttpOptions:
     rate_limit_burst: int = 100
     slack_apps: tuple[SlackApp, ...] = ()
     """Slack apps whose Events API requests are accepted (see settings)."""
+    hooks: tuple[WebhookConfig, ...] = ()
+    """Signed webhooks accepted at ``/hooks/<name>`` (see settings)."""
 
 
 class TooLarge(Exception):
