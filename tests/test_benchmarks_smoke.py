@@ -112,3 +112,61 @@ def test_table_is_printed(quick_run: tuple[dict, str]) -> None:
     _, stdout = quick_run
     for key in ("append.batch1000.ledger_append", "verify.batch1000.rate", "wall time"):
         assert key in stdout
+
+
+HTTP_RUN = ROOT / "benchmarks" / "http_ingest.py"
+HTTP_CLIENTS = (1, 8)  # --quick
+HTTP_MODES = ("single", "batch100", "batch1000")
+
+
+def test_http_ingest_quick_reports_everything(tmp_path: Path) -> None:
+    """``benchmarks/http_ingest.py --quick``: a real server, every row measured and positive."""
+    out = tmp_path / "http.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(HTTP_RUN),
+            "--quick",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    doc = json.loads(out.read_text())
+    assert doc["config"]["quick"] is True
+    assert doc["config"]["clients"] == list(HTTP_CLIENTS)
+    assert doc["server_exit_status"] == 0
+    expected = [
+        "library.ledger_append.batch1000.events_per_s",
+        "library.service_ingest.batch1000.events_per_s",
+        "library.service_ingest.single.events_per_s",
+        "server_log.entries",
+        "server_log.verify_seconds",
+    ]
+    for mode in HTTP_MODES:
+        for n in HTTP_CLIENTS:
+            expected += [
+                f"http.{mode}.c{n}.{stat}"
+                for stat in ("events_per_s", "p50_ms", "p99_ms", "mean_ms", "requests")
+            ]
+    measurements = doc["measurements"]
+    missing = [k for k in expected if k not in measurements]
+    assert not missing, f"missing measurements: {missing}"
+    for key, entry in measurements.items():
+        value = entry["value"]
+        assert isinstance(value, int | float), key
+        assert not isinstance(value, bool), key
+        assert math.isfinite(value), f"{key} = {value!r}"
+        assert value > 0, f"{key} = {value!r}"
+        assert entry["unit"], key
+    for key in ("single_events_per_s", "batched_events_per_s", "single_p50_ms"):
+        assert key in doc["targets"]
+    for text in ("single", "batch1000", "Ledger.append", "events/s", "wall time"):
+        assert text in proc.stdout

@@ -119,8 +119,11 @@ class DataDir:
     def create_log(self, name: str, origin: str) -> tuple[LogInfo, NoteSigner]:
         """Add a log with its own origin and a new signing key."""
         _check_log_name(name)
-        if not origin or any(c.isspace() or c == "+" for c in origin):
-            raise ConfigError(f"origin {origin!r} must be non-empty, without spaces or '+'")
+        # Control characters could never be signed in a checkpoint (C2SP signed-note).
+        if not origin or any(c.isspace() or c == "+" or not c.isprintable() for c in origin):
+            raise ConfigError(
+                f"origin {origin!r} must be non-empty, without spaces, control characters or '+'"
+            )
         info = self.storage.create_log(name, origin, rfc3339(self.clock()))
         signer = self._new_key(info)
         return info, signer

@@ -29,20 +29,24 @@ from trailseal.core.merkle import (
     Node,
     build_proof,
     consistency_ranges,
+    fold_right,
     inclusion_ranges,
     leaf_hash,
+    proof_nodes,
+    range_hash,
 )
 from trailseal.core.note import NoteSigner, NoteVerifier
 from trailseal.core.receipt import Receipt
 from trailseal.core.tiles import (
     MAX_ENTRY_SIZE,
     TILE_WIDTH,
+    CompactRange,
     TileKey,
+    compact_range,
     edge_tiles,
     integrate,
     node_tile,
     tile_pyramid,
-    tree_root,
 )
 from trailseal.errors import (
     EntryError,
@@ -188,7 +192,9 @@ class Ledger:
         # The tree as of the last batch this process committed (None: read it first).
         self._size: int | None = None
         self._edge: dict[TileKey, bytes] = {}
+        self._compact: CompactRange = ()
         self._pyramids: _LRU[list[bytes]] = _LRU(4096)  # about 16 KiB each
+        self._edge_nodes: _LRU[bytes] = _LRU(1 << 14)
 
     @property
     def origin(self) -> str:
@@ -299,15 +305,17 @@ class Ledger:
                         f"the tree of size {size} needs {width}"
                     )
                 edge[(level, index)] = tile[: width * 32]
-            self._check_edge(size, edge)
-            self._size, self._edge = size, edge
+            compact = self._check_edge(size, edge)
+            self._size, self._edge, self._compact = size, edge, compact
         return size
 
-    def _check_edge(self, size: int, edge: Mapping[TileKey, bytes]) -> None:
-        """Refuse to extend a tree whose stored edge disagrees with its last checkpoint."""
+    def _check_edge(self, size: int, edge: Mapping[TileKey, bytes]) -> CompactRange:
+        """Refuse to extend a tree whose stored edge disagrees with its last checkpoint;
+        return the tree's compact range."""
         latest = self.storage.latest_checkpoint(self.log.id)
         expected = latest.root_hash if latest else EMPTY_ROOT
-        found = tree_root(size, edge)
+        compact = compact_range(size, edge)
+        found = fold_right([h for _, h in compact]) if compact else EMPTY_ROOT
         if found != expected:
             raise TamperError(
                 f"the stored tree of size {size} does not match its signed checkpoint; "
@@ -315,6 +323,7 @@ class Ledger:
                 expected=expected,
                 found=found,
             )
+        return compact
 
     def _integrate(self, entries: list[PreparedEntry]) -> list[AppendResult]:
         with self.storage.write(self.log.id) as tx:
@@ -338,7 +347,7 @@ class Ledger:
                 slots.append((index, e.leaf_hash, "appended"))
             if not fresh:
                 return [AppendResult(i, h, size, s) for i, h, s in slots]
-            integ = integrate(size, self._edge, [e.leaf_hash for e in fresh])
+            integ = integrate(size, self._edge, [e.leaf_hash for e in fresh], self._compact)
             signed = sign_checkpoint(
                 Checkpoint(self.log.origin, integ.tree_size, integ.root_hash), self.signers
             )
@@ -350,7 +359,7 @@ class Ledger:
                     0, integ.tree_size, integ.root_hash, signed.to_bytes(), rfc3339(self.clock())
                 ),
             )
-        self._size, self._edge = integ.tree_size, integ.edge
+        self._size, self._edge, self._compact = integ.tree_size, integ.edge, integ.compact
         return [AppendResult(i, h, integ.tree_size, s) for i, h, s in slots]
 
     # -- reading --------------------------------------------------------------------
@@ -391,26 +400,20 @@ class Ledger:
         """Hashes of complete subtrees, from the tiles that hold them.
 
         A full tile never changes, so its whole subtree (its "pyramid" of 511 hashes)
-        is computed once and cached; a node inside it is then a slice.
+        is computed once and cached; a node inside it is then a slice. A node inside a
+        partial tile is a complete subtree too, so it never changes either: it is cached
+        on its own, and the next proofs on the growing edge reuse it.
         """
-        placed = [(node, *node_tile(node)) for node in nodes]
-        pyramids: dict[TileKey, list[bytes]] = {}
-        missing = []
-        for key in {key for _, key, _, _ in placed}:
-            cached = self._pyramids.get(key)
-            if cached is None:
-                missing.append(key)
-            else:
-                pyramids[key] = cached
-        partial: dict[TileKey, bytes] = {}
-        if missing:
-            for key, tile in self.storage.read_tiles(self.log.id, missing).items():
-                if len(tile) >= TILE_WIDTH * HASH_SIZE:
-                    pyramids[key] = tile_pyramid(tile[: TILE_WIDTH * HASH_SIZE])
-                    self._pyramids.put(key, pyramids[key])
-                else:
-                    partial[key] = tile
         out: dict[Node, bytes] = {}
+        todo = []
+        for node in nodes:
+            cached = self._edge_nodes.get(node)
+            if cached is None:
+                todo.append(node)
+            else:
+                out[node] = cached
+        placed = [(node, *node_tile(node)) for node in todo]
+        pyramids, partial = self._tiles_for({key for _, key, _, _ in placed})
         for node, key, first, span in placed:
             sub = span.bit_length() - 1
             pyramid = pyramids.get(key)
@@ -422,7 +425,30 @@ class Ledger:
             if len(part) != span * HASH_SIZE:
                 raise TamperError(f"tile {key[0]}/{key[1]} is too short to hold node {node}")
             out[node] = tile_pyramid(part)[-1]
+            self._edge_nodes.put(node, out[node])
         return out
+
+    def _tiles_for(
+        self, keys: set[TileKey]
+    ) -> tuple[dict[TileKey, list[bytes]], dict[TileKey, bytes]]:
+        """Pyramids of the full tiles among ``keys`` (cached) and the partial tiles' bytes."""
+        pyramids: dict[TileKey, list[bytes]] = {}
+        missing = []
+        for key in keys:
+            pyramid = self._pyramids.get(key)
+            if pyramid is None:
+                missing.append(key)
+            else:
+                pyramids[key] = pyramid
+        partial: dict[TileKey, bytes] = {}
+        if missing:
+            for key, tile in self.storage.read_tiles(self.log.id, missing).items():
+                if len(tile) >= TILE_WIDTH * HASH_SIZE:
+                    pyramids[key] = tile_pyramid(tile[: TILE_WIDTH * HASH_SIZE])
+                    self._pyramids.put(key, pyramids[key])
+                else:
+                    partial[key] = tile
+        return pyramids, partial
 
     def leaf_hash(self, index: int) -> bytes:
         """The leaf hash the tree holds for ``index``."""
@@ -464,6 +490,25 @@ class Ledger:
                 raise NotFoundError(f"log {self.log.name!r} has no checkpoint at size {tree_size}")
         proof = self.inclusion_proof(index, stored.tree_size)
         return Receipt(index, tuple(proof), stored.note)
+
+    def receipts(self, indexes: Sequence[int], tree_size: int) -> list[Receipt]:
+        """Receipts for many indexes into one checkpoint: one checkpoint read, one node read.
+
+        This is what answering a batch costs: the proofs of neighbouring entries share
+        most of their nodes, so they are read and hashed once.
+        """
+        stored = self.storage.checkpoint_at(self.log.id, tree_size)
+        if stored is None:
+            raise NotFoundError(f"log {self.log.name!r} has no checkpoint at size {tree_size}")
+        for index in indexes:
+            if not 0 <= index < tree_size:
+                raise NotFoundError(f"index {index} is not in a tree of size {tree_size}")
+        ranges = {index: inclusion_ranges(index, tree_size) for index in set(indexes)}
+        nodes = self.read_nodes(proof_nodes(r for rs in ranges.values() for r in rs))
+        return [
+            Receipt(i, tuple(range_hash(s, e, nodes) for s, e in ranges[i]), stored.note)
+            for i in indexes
+        ]
 
 
 __all__ = ["AppendResult", "Clock", "Error", "Ledger", "PreparedEntry", "prepare", "rfc3339"]

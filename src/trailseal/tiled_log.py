@@ -21,6 +21,7 @@ from trailseal.core.merkle import EMPTY_ROOT, HASH_SIZE, leaf_hash
 from trailseal.core.note import NoteVerifier
 from trailseal.core.tiles import (
     TILE_WIDTH,
+    CompactRange,
     TileKey,
     decode_entry_bundle,
     integrate,
@@ -128,7 +129,7 @@ def verify_tiled_log(
         raise NotFoundError("the log has no checkpoint file")
     signed = verify_checkpoint(raw, verifiers, origin)
     report = TiledLogReport(signed)
-    size, edge = 0, dict[TileKey, bytes]()
+    size, edge, compact = 0, dict[TileKey, bytes](), CompactRange()
     building: dict[TileKey, bytes] = {}
 
     def compare(key: TileKey, rebuilt: bytes) -> None:
@@ -185,8 +186,8 @@ def verify_tiled_log(
                 )
             )
             return report
-        integ = integrate(size, edge, [leaf_hash(e) for e in entries[:width]])
-        size, edge = integ.tree_size, integ.edge
+        integ = integrate(size, edge, [leaf_hash(e) for e in entries[:width]], compact)
+        size, edge, compact = integ.tree_size, integ.edge, integ.compact
         for c in integ.chunks:
             key = (c.level, c.index)
             building[key] = building.get(key, b"") + c.hashes

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from trailseal.core.checkpoint import verify_checkpoint
 from trailseal.core.merkle import EMPTY_ROOT, HASH_SIZE, leaf_hash, verify_consistency
 from trailseal.core.note import NoteVerifier
-from trailseal.core.tiles import TILE_WIDTH, TileChunk, TileKey, integrate
+from trailseal.core.tiles import TILE_WIDTH, CompactRange, TileChunk, TileKey, integrate
 from trailseal.errors import Error
 from trailseal.ledger import Ledger
 
@@ -149,6 +149,7 @@ class _Rebuilder:
         self.stop_i = 0
         self.size = 0
         self.edge: dict[TileKey, bytes] = {}
+        self.compact: CompactRange = ()
         self.pending: list[bytes] = []
 
     def push(self, leaf: bytes) -> None:
@@ -161,9 +162,9 @@ class _Rebuilder:
     def flush(self) -> None:
         if not self.pending:
             return
-        integ = integrate(self.size, self.edge, self.pending)
+        integ = integrate(self.size, self.edge, self.pending, self.compact)
         self.comparer.add(integ.chunks)
-        self.size, self.edge = integ.tree_size, integ.edge
+        self.size, self.edge, self.compact = integ.tree_size, integ.edge, integ.compact
         self.pending = []
         while self.stop_i < len(self.stops) and self.stops[self.stop_i] == self.size:
             forked = any(p.kind == "fork" for p in self.report.problems)

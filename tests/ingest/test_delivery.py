@@ -32,7 +32,7 @@ def service(tmp_path: Path) -> Iterator[Service]:
 
 
 def poster(slack: FakeSlackWeb, service: Service, waits: list[float]) -> SlackPoster:
-    principal = Principal("trailseal:delivery", "default", "ingest", False)
+    principal = Principal("trailseal:delivery", "default", "ingest", False, internal=True)
     return SlackPoster(
         TOKEN,
         lambda events: service.ingest(principal, "default", events, "trailseal.delivery") and None,

@@ -12,6 +12,7 @@ import click
 
 from trailseal.cli import audit as _audit  # noqa: F401  (registers its commands)
 from trailseal.cli import service_commands as _service  # noqa: F401  (likewise)
+from trailseal.cli import slack_commands as _slack  # noqa: F401  (likewise)
 from trailseal.cli.app import cli
 from trailseal.cli.common import EXIT_CONFIG, EXIT_NOT_FOUND, exit_code_for
 from trailseal.errors import Error

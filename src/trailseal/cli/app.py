@@ -298,7 +298,21 @@ def consistency(
             held_bytes = from_checkpoint.read()
             held = verify_checkpoint(held_bytes, verifiers, ledger.origin)
             size1 = held.tree_size
-            ours = ledger.checkpoint_at(size1)
+            latest = ledger.tree_size()
+            if latest < size1:
+                raise InconsistencyError(
+                    f"the log is at size {latest}, smaller than the checkpoint you hold "
+                    f"({size1}): its history was rolled back or truncated",
+                    older=held_bytes.decode(),
+                )
+            try:
+                ours = ledger.checkpoint_at(size1)
+            except NotFoundError as e:
+                raise InconsistencyError(
+                    f"the log signed a checkpoint at size {size1} (you hold it) but no longer "
+                    "has it: its checkpoints were rewritten",
+                    older=held_bytes.decode(),
+                ) from e
             if ours.root_hash != held.root_hash:
                 raise InconsistencyError(
                     f"the checkpoint you hold for size {size1} has a different root than "

@@ -44,7 +44,8 @@ def render() -> str:
         "| --- | --- | --- |",
     ]
     for setting in SETTINGS.values():
-        lines.append(f"| `{setting.env}` | `{setting.default or '(empty)'}` | {setting.help} |")
+        default = "(empty)" if setting.default == "" else setting.default
+        lines.append(f"| `{setting.env}` | `{default}` | {setting.help} |")
     lines.append("")
     for path, text in _walk(cli, "trailseal", None):
         lines += [f"## `{path}`", "", "```text", text.rstrip(), "```", ""]

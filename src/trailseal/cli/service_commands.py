@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -63,6 +64,7 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
 
     from trailseal.http import HttpOptions, create_app  # noqa: PLC0415
     from trailseal.http.observability import LOGGER, configure_logging  # noqa: PLC0415
+    from trailseal.ingest.socket_mode import SocketModeIngestor  # noqa: PLC0415
 
     s = ctx.settings
     configure_logging(s.log_level)
@@ -75,21 +77,53 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
                 rate_limit_rps=s.rate_limit_rps,
                 rate_limit_burst=s.rate_limit_burst,
                 slack_apps=s.slack_apps,
+                hooks=s.hooks,
             ),
         )
         bind_host, bind_port = host or s.host, s.port if port is None else port
         LOGGER.info(
             "serving", extra={"host": bind_host, "port": bind_port, "data_dir": str(ctx.data_dir)}
         )
-        uvicorn.run(
-            app,
-            host=bind_host,
-            port=bind_port,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=30,
-            server_header=False,
-        )
+        ingestors = [SocketModeIngestor(a, service) for a in s.socket_mode_apps]
+        poller = None
+        try:
+            for ingestor in ingestors:
+                ingestor.start()
+            if s.slack_audit is not None and s.slack_audit.enabled:
+                from trailseal.service.poller import start_audit_poller  # noqa: PLC0415
+
+                poller = start_audit_poller(service, s.slack_audit)
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    host=bind_host,
+                    port=bind_port,
+                    log_config=None,
+                    access_log=False,
+                    timeout_graceful_shutdown=30,
+                    server_header=False,
+                )
+            )
+            # uvicorn stops gracefully on SIGTERM, then raises it again for the handler
+            # installed before it: the default one killed the process right there (status
+            # -15), before the ingestors stopped and the stores closed. This one only asks
+            # the server to stop, so `serve` finishes its cleanup and exits 0.
+            previous = signal.signal(
+                signal.SIGTERM, lambda *_: setattr(server, "should_exit", True)
+            )
+            try:
+                server.run()
+            except KeyboardInterrupt:
+                pass  # Ctrl-C: uvicorn has shut down gracefully (as uvicorn.run does)
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+            if not server.started:
+                raise SystemExit(3)  # uvicorn.run's STARTUP_FAILURE; uvicorn logged why
+        finally:
+            if poller is not None:
+                poller.stop()
+            for ingestor in ingestors:
+                ingestor.stop()
         LOGGER.info("stopped", extra={"data_dir": str(ctx.data_dir)})
 
 

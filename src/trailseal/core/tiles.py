@@ -26,6 +26,10 @@ MAX_ENTRY_SIZE = 0xFFFF
 TileKey = tuple[int, int]
 """``(level, index)`` of a tile."""
 
+CompactRange = tuple[tuple[int, bytes], ...]
+"""The roots of the perfect subtrees a tree is made of, as ``(height, hash)``, largest
+first: one per set bit of the tree size. The tree's root is their right fold."""
+
 
 @dataclass(frozen=True, slots=True)
 class TileChunk:
@@ -51,6 +55,8 @@ class Integration:
     chunks: list[TileChunk]
     edge: dict[TileKey, bytes]
     """The right-edge partial tiles of the new tree, to hand to the next integration."""
+    compact: CompactRange
+    """The new tree's compact range, to hand to the next integration."""
 
 
 def hashes_at_level(tree_size: int, level: int) -> int:
@@ -78,34 +84,54 @@ def _perfect_root(hashes: bytes) -> bytes:
     return layer[0]
 
 
-def _edge_subtrees(tree_size: int, edge: Mapping[TileKey, bytes]) -> list[bytes]:
-    """The roots of the perfect subtrees that make up the tree, largest first."""
-    roots: list[bytes] = []
+def compact_range(tree_size: int, edge: Mapping[TileKey, bytes]) -> CompactRange:
+    """The tree's compact range, computed from its right-edge partial tiles alone."""
+    roots: list[tuple[int, bytes]] = []
     for level, index, width in reversed(edge_tiles(tree_size)):
         tile = edge[(level, index)]
         pos = 0
         for bit in reversed(range(TILE_HEIGHT)):
             if width & (1 << bit):
                 n = 1 << bit
-                roots.append(_perfect_root(tile[pos * HASH_SIZE : (pos + n) * HASH_SIZE]))
+                part = tile[pos * HASH_SIZE : (pos + n) * HASH_SIZE]
+                roots.append((TILE_HEIGHT * level + bit, _perfect_root(part)))
                 pos += n
-    return roots
+    return tuple(roots)
+
+
+def _root(compact: CompactRange) -> bytes:
+    return fold_right([h for _, h in compact]) if compact else EMPTY_ROOT
 
 
 def tree_root(tree_size: int, edge: Mapping[TileKey, bytes]) -> bytes:
     """The root hash of a tree from its right-edge partial tiles alone."""
-    if tree_size == 0:
-        return EMPTY_ROOT
-    return fold_right(_edge_subtrees(tree_size, edge))
+    return _root(compact_range(tree_size, edge))
+
+
+def _extend(compact: CompactRange, leaf_hashes: Sequence[bytes]) -> CompactRange:
+    """Append leaves to a compact range: about one hash per leaf, amortized."""
+    stack = list(compact)
+    for leaf in leaf_hashes:
+        height, node = 0, leaf
+        while stack and stack[-1][0] == height:
+            node = node_hash(stack.pop()[1], node)
+            height += 1
+        stack.append((height, node))
+    return tuple(stack)
 
 
 def integrate(
-    tree_size: int, edge: Mapping[TileKey, bytes], leaf_hashes: Sequence[bytes]
+    tree_size: int,
+    edge: Mapping[TileKey, bytes],
+    leaf_hashes: Sequence[bytes],
+    compact: CompactRange | None = None,
 ) -> Integration:
     """Append ``leaf_hashes`` to a tree of ``tree_size`` whose edge tiles are ``edge``.
 
     ``edge`` must hold every tile that :func:`edge_tiles` names for ``tree_size``, each
-    at exactly its width. Returns the chunks to append to tiles and the new root.
+    at exactly its width. ``compact``, the previous integration's compact range, saves
+    rehashing the edge (it is derived from ``edge`` when not given). Returns the chunks
+    to append to tiles and the new root.
     """
     for level, index, width in edge_tiles(tree_size):
         have = edge.get((level, index))
@@ -140,7 +166,9 @@ def integrate(
     for level, index, width in edge_tiles(new_size):
         if (level, index) not in new_edge:
             new_edge[(level, index)] = edge[(level, index)][: width * HASH_SIZE]
-    return Integration(new_size, tree_root(new_size, new_edge), chunks, new_edge)
+    start = compact_range(tree_size, edge) if compact is None else compact
+    new_compact = _extend(start, leaf_hashes)
+    return Integration(new_size, _root(new_compact), chunks, new_edge, new_compact)
 
 
 def node_tile(node: Node) -> tuple[TileKey, int, int]:

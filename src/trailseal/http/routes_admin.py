@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Path, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from trailseal.errors import ForbiddenError, ValidationError
+from trailseal.errors import ConfigError, ForbiddenError, ValidationError
 from trailseal.http.deps import (
     JSON,
     PROBLEMS,
@@ -22,6 +23,7 @@ from trailseal.ledger import rfc3339
 from trailseal.service.registry import ROLES, Principal
 
 _SMALL = 64 << 10
+_T = TypeVar("_T")
 
 
 def _object_body(schema: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +80,15 @@ async def _body(request: Request, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
+async def _create(call: Callable[..., _T], *args: Any) -> _T:
+    """Run a create call; a ConfigError from it is a bad name or origin: the client's
+    mistake (422), not the server's (500)."""
+    try:
+        return await run_in_threadpool(call, *args)
+    except ConfigError as e:
+        raise ValidationError(str(e)) from e
+
+
 def register(app: FastAPI, api: Api) -> None:
     """Attach the administration routes."""
     service = api.service
@@ -102,7 +113,11 @@ def register(app: FastAPI, api: Api) -> None:
         if not isinstance(body.get("name"), str):
             raise ValidationError('send {"name": "<log name>"}')
         origin = body.get("origin")
-        tlog, vkey = await run_in_threadpool(
+        if origin is not None and not principal.operator:
+            # An origin is a log's global identity; only the operator may choose one, so a
+            # tenant cannot claim (or probe) another tenant's.
+            raise ForbiddenError("only an operator key may choose a log's origin")
+        tlog, vkey = await _create(
             service.create_log,
             principal.tenant,
             body["name"],
@@ -126,7 +141,7 @@ def register(app: FastAPI, api: Api) -> None:
             raise ForbiddenError("only an operator key may create tenants")
         if not isinstance(body.get("name"), str):
             raise ValidationError('send {"name": "<tenant name>"}')
-        await run_in_threadpool(service.create_tenant, body["name"])
+        await _create(service.create_tenant, body["name"])
         return json_response({"name": body["name"]}, 201)
 
     @app.post(

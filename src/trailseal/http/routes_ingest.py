@@ -74,7 +74,7 @@ def register(app: FastAPI, api: Api) -> None:
         results = await run_in_threadpool(api.service.ingest, principal, log, events)
         api.metrics.integration_seconds.observe(time.perf_counter() - started)
         for r in results:
-            api.metrics.events.labels(log, r.status).inc()
+            api.metrics.events.labels(f"{principal.tenant}.{log}", r.status).inc()
         return results
 
     @app.post(
@@ -82,7 +82,10 @@ def register(app: FastAPI, api: Api) -> None:
         tags=["ingest"],
         status_code=201,
         openapi_extra=_EVENT_BODY,
-        responses={200: {"description": "A retry: the original receipt"}, **PROBLEMS},
+        responses={
+            200: {"description": "A retry: the original receipt", "content": {JSON: {}}},
+            **PROBLEMS,
+        },
     )
     async def post_event(request: Request, log: LogName) -> Response:
         """Append one event. Answers only once it is durable, with a tlog-proof receipt.

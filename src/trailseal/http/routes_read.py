@@ -20,6 +20,19 @@ from trailseal.service.search import MAX_LIMIT, decode_cursor, encode_cursor
 from trailseal.service.search import Query as SearchQuery
 
 _TEXT = "text/plain; charset=utf-8"
+MAX_INDEX = (1 << 53) - 1
+"""Indexes and tree sizes are JSON-safe integers: larger ones cannot exist, nor be
+recorded in the access event a read appends (RFC 8785 refuses them)."""
+
+
+def _body(description: str, media_type: str) -> dict[str, Any]:
+    """A documented 2xx body that is not JSON."""
+    schema = (
+        {"type": "string"}
+        if media_type.startswith("text/")
+        else {"type": "string", "format": "binary"}
+    )
+    return {"description": description, "content": {media_type: {"schema": schema}}}
 
 
 def _hit_json(hit: Hit) -> dict[str, Any]:
@@ -90,7 +103,7 @@ def register(app: FastAPI, api: Api) -> None:
     async def get_entry(
         request: Request,
         log: LogName,
-        index: Annotated[int, Path(ge=0)],
+        index: Annotated[int, Path(ge=0, le=MAX_INDEX)],
         purpose: PurposeHeader = None,
     ) -> Response:
         """An entry by index, with a receipt into the latest checkpoint."""
@@ -104,8 +117,8 @@ def register(app: FastAPI, api: Api) -> None:
     async def inclusion(
         request: Request,
         log: LogName,
-        index: Annotated[int, Query(ge=0)],
-        tree_size: Annotated[int | None, Query(ge=1)] = None,
+        index: Annotated[int, Query(ge=0, le=MAX_INDEX)],
+        tree_size: Annotated[int | None, Query(ge=1, le=MAX_INDEX)] = None,
         purpose: PurposeHeader = None,
     ) -> Response:
         """A c2sp.org/tlog-proof@v1 receipt for an index."""
@@ -127,8 +140,8 @@ def register(app: FastAPI, api: Api) -> None:
     async def consistency(
         request: Request,
         log: LogName,
-        first: Annotated[int, Query(ge=1)],
-        second: Annotated[int | None, Query(ge=1)] = None,
+        first: Annotated[int, Query(ge=1, le=MAX_INDEX)],
+        second: Annotated[int | None, Query(ge=1, le=MAX_INDEX)] = None,
         purpose: PurposeHeader = None,
     ) -> Response:
         """An RFC 9162 consistency proof from ``first`` to ``second`` (latest by default)."""
@@ -154,7 +167,12 @@ def register(app: FastAPI, api: Api) -> None:
             {"origin": origin, "verifier_keys": [v.to_string() for v in verifiers]}
         )
 
-    @app.get("/v1/logs/{log}/content/{ref}", tags=["read"], responses=PROBLEMS)
+    @app.get(
+        "/v1/logs/{log}/content/{ref}",
+        tags=["read"],
+        response_class=Response,
+        responses={200: _body("The stored body", "text/plain"), **PROBLEMS},
+    )
     async def content(
         request: Request,
         log: LogName,
@@ -170,7 +188,10 @@ def register(app: FastAPI, api: Api) -> None:
         "/v1/logs/{log}/checkpoint",
         tags=["tlog-tiles"],
         response_class=Response,
-        responses=PROBLEMS,
+        responses={
+            200: _body("A signed checkpoint (C2SP tlog-checkpoint)", "text/plain"),
+            **PROBLEMS,
+        },
     )
     async def checkpoint(request: Request, log: LogName) -> Response:
         """The latest signed checkpoint (C2SP tlog-checkpoint)."""
@@ -182,7 +203,7 @@ def register(app: FastAPI, api: Api) -> None:
         "/v1/logs/{log}/tile/{path:path}",
         tags=["tlog-tiles"],
         response_class=Response,
-        responses=PROBLEMS,
+        responses={200: _body("A tile or entry bundle", "application/octet-stream"), **PROBLEMS},
     )
     async def tile(
         request: Request, log: LogName, path: Annotated[str, Path(max_length=200)]
@@ -190,7 +211,8 @@ def register(app: FastAPI, api: Api) -> None:
         """A hash tile or entry bundle (C2SP tlog-tiles)."""
         principal = await api.principal(request)
         data = await run_in_threadpool(service.tile, principal, log, "tile/" + path)
-        cache = "no-store" if ".p/" in path else "public, max-age=31536000, immutable"
+        # Private: tiles are tenant data behind a key, so no shared cache may keep them.
+        cache = "no-store" if ".p/" in path else "private, max-age=31536000, immutable"
         return Response(
             data, media_type="application/octet-stream", headers={"Cache-Control": cache}
         )

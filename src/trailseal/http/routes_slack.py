@@ -44,7 +44,9 @@ def register(app: FastAPI, api: Api, slack_apps: tuple[SlackApp, ...]) -> None:
 
 def _register_one(app: FastAPI, api: Api, slack_app: SlackApp) -> None:
     secrets = [s.reveal().encode() for s in slack_app.signing_secrets]
-    principal = Principal(f"slack:{slack_app.name}", slack_app.tenant, "ingest", False)
+    principal = Principal(
+        f"slack:{slack_app.name}", slack_app.tenant, "ingest", False, internal=True
+    )
 
     async def slack_events(request: Request) -> Response:
         body = await read_body(request, api.options.max_body_bytes)
@@ -71,7 +73,7 @@ def _register_one(app: FastAPI, api: Api, slack_app: SlackApp) -> None:
             api.service.ingest, principal, slack_app.log, events, "slack.events"
         )
         for r in results:
-            api.metrics.events.labels(slack_app.log, r.status).inc()
+            api.metrics.events.labels(f"{slack_app.tenant}.{slack_app.log}", r.status).inc()
         return Response(status_code=200)
 
     app.add_api_route(

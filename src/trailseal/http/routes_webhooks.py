@@ -50,7 +50,7 @@ def register(app: FastAPI, api: Api, hooks: tuple[WebhookConfig, ...]) -> None:
         event = map_webhook(
             hook, payload, delivery_id(hook, request.headers, body), api.service.clock()
         )
-        principal = Principal(f"webhook:{hook.name}", hook.tenant, "ingest", False)
+        principal = Principal(f"webhook:{hook.name}", hook.tenant, "ingest", False, internal=True)
         (result,) = await run_in_threadpool(
             api.service.ingest, principal, hook.log, [event], f"webhook:{hook.name}"
         )

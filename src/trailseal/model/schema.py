@@ -2,7 +2,7 @@
 
 This is the shape a client sends. The server adds ``received_at``, ``tenant``, ``log``,
 ``source`` (when absent), ``class`` (when absent) and ``redaction``, and replaces
-``content.body`` by a commitment (see :mod:`trailseal.model.event`). Unknown fields are
+``content.body`` by a commitment (see :mod:`trailseal.service.ingest`). Unknown fields are
 refused, except inside ``raw`` (the source record as received) and ``changes`` values.
 
 The schema is served at ``/v1/schema/event.json`` and committed as

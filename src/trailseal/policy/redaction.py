@@ -23,6 +23,9 @@ DETECTORS: dict[str, re.Pattern[str]] = {
         r"(?i)(?<![A-Za-z0-9/+=])(?:aws_secret_access_key|secret_access_key)[\"']?\s*[:=]\s*"
         r"[\"']?[A-Za-z0-9/+=]{40}"
     ),
+    "trailseal_api_key": re.compile(r"\btsk_[A-Za-z0-9]{12}_[A-Za-z0-9_-]{43}"),
+    "github_token": re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,})"),
+    "password": re.compile(r"(?i)\b(?:password|passwd)[\"']?\s*[:=]\s*[\"']?[^\s\"',;&]{4,}"),
     "private_key": re.compile(
         r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?"
         r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----"
@@ -31,7 +34,8 @@ DETECTORS: dict[str, re.Pattern[str]] = {
 """Detector name → pattern. Names appear in ``redaction`` records; never the match."""
 
 _QUICK = re.compile(
-    r"xox|xapp|hooks\.slack|(?i:bearer)|AKIA|ASIA|AGPA|AIDA|AROA|secret|PRIVATE KEY"
+    r"xox|xapp|hooks\.slack|tsk_|gh[pousr]_|github_pat_|AKIA|ASIA|AGPA|AIDA|AROA|PRIVATE KEY"
+    r"|(?i:bearer|secret|passw)"
 )
 
 

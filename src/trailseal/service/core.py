@@ -83,12 +83,14 @@ class Service:
         *,
         clock: Clock = utc_now,
         options: ServiceOptions | None = None,
+        origin_prefix: str = "localhost/trailseal",
     ) -> None:
         self.data_dir = data_dir
         self.registry = registry
         self.search_index = search
         self.clock = clock
         self.options = options or ServiceOptions()
+        self.origin_prefix = origin_prefix
         self._ledgers: dict[str, Ledger] = {}
         self._tenant_keys: dict[str, TenantKeys] = {}
         self._lock = threading.Lock()
@@ -115,7 +117,12 @@ class Service:
             data_dir = DataDir.open(path, clock)
         registry = Registry(path / SERVICE_DB)
         service = cls(
-            data_dir, registry, SearchIndex(path / SEARCH_DB), clock=clock, options=options
+            data_dir,
+            registry,
+            SearchIndex(path / SEARCH_DB),
+            clock=clock,
+            options=options,
+            origin_prefix=origin_prefix,
         )
         token = None
         if not registry.tenants():
@@ -163,7 +170,7 @@ class Service:
         if not self.registry.tenant_exists(tenant):
             raise NotFoundError(f"no tenant {tenant!r}")
         ledger_name = f"{tenant}.{name}"
-        origin = origin or f"localhost/trailseal/{tenant}/{name}"
+        origin = origin or f"{self.origin_prefix}/{tenant}/{name}"
         _, signer = self.data_dir.create_log(ledger_name, origin)
         tlog = TenantLog(tenant, name, ledger_name, capture_content)
         self.registry.add_log(tlog, rfc3339(self.clock()))
@@ -233,6 +240,8 @@ class Service:
                 f"a batch holds at most {self.options.max_batch_events} events",
                 errors=[f"{len(events)} events were sent"],
             )
+        if not principal.internal:
+            _refuse_reserved_sources(events)
         keys = self.tenant_keys(tlog.tenant)
         received_at = self.clock()
         built: list[BuiltRecord] = []
@@ -249,6 +258,7 @@ class Service:
                         capture_content=tlog.capture_content,
                         max_future_skew_s=self.options.max_future_skew_s,
                         default_source=default_source,
+                        ingested_by=principal.key_id,
                     )
                 )
             except ValidationError as e:
@@ -267,13 +277,14 @@ class Service:
             self.registry.put_contents(tlog.tenant, tlog.name, bodies, at)
         ledger = self.ledger(tlog)
         results = ledger.append_prepared(prepared)
+        # Every result of one call names the size of the checkpoint that covers it.
+        receipts = ledger.receipts([r.index for r in results], results[0].tree_size)
         out = []
-        for b, r in zip(built, results, strict=True):
+        for b, r, receipt in zip(built, results, receipts, strict=True):
             status = r.status
             if status == "conflict":
                 stored = orjson.loads(ledger.entry(r.index).data)
                 status = "duplicate" if same_submission(stored, b, keys) else "conflict"
-            receipt = ledger.receipt(r.index, r.tree_size if r.status == "appended" else None)
             out.append(
                 IngestResult(
                     str(b.record["id"]),
@@ -318,6 +329,7 @@ class Service:
             capture_content=False,
             max_future_skew_s=0,
             default_source=ACCESS_SOURCE,
+            ingested_by="trailseal",
         )
         self.ledger(tlog).append([built.record])
 
@@ -459,6 +471,22 @@ class Service:
         if len(tile) < width * HASH_SIZE:
             raise NotFoundError(f"{path} is not stored")
         return tile[: width * HASH_SIZE]
+
+
+RESERVED_SOURCES = ("trailseal", "slack.", "webhook:")
+"""Sources only the server's own adapters write; an API key may not claim them."""
+
+
+def _refuse_reserved_sources(events: list[Any]) -> None:
+    bad = [
+        f"[{i}] event.source {e['source']!r} is reserved for trailseal's own adapters"
+        for i, e in enumerate(events)
+        if isinstance(e, dict)
+        and isinstance(e.get("source"), str)
+        and e["source"].startswith(RESERVED_SOURCES)
+    ]
+    if bad:
+        raise ValidationError("the batch was rejected; nothing was stored", errors=bad)
 
 
 def _query_dict(query: Query) -> dict[str, Any]:

@@ -17,9 +17,25 @@ from trailseal.policy.content import SealedContent, TenantKeys, check_commitment
 from trailseal.policy.redaction import redact
 from trailseal.service.search import normalize_time
 
-SERVER_FIELDS = ("received_at", "tenant", "log", "redaction")
+SERVER_FIELDS = ("received_at", "tenant", "log", "ingested_by", "redaction")
 DEFAULT_SOURCE = "api"
 DEFAULT_CLASS = "security"
+MAX_DEPTH = 100
+"""Deepest nesting of objects and arrays an event may have (redaction and canonical
+encoding recurse; deeper JSON would exhaust the interpreter's stack, a 500)."""
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in item)
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +58,14 @@ def build_record(
     capture_content: bool,
     max_future_skew_s: float,
     default_source: str = DEFAULT_SOURCE,
+    ingested_by: str | None = None,
 ) -> BuiltRecord:
     """Turn one submitted event into the record the leaf will hold."""
+    if _deeper_than(event, MAX_DEPTH):
+        raise ValidationError(
+            "the event is nested too deeply",
+            errors=[f"event: objects and arrays nest deeper than {MAX_DEPTH} levels"],
+        )
     errors = schema_errors(event)
     if errors:
         raise ValidationError("the event does not match the event schema", errors=errors)
@@ -95,6 +117,8 @@ def build_record(
     record["received_at"] = rfc3339(received_at)
     record["tenant"] = tenant
     record["log"] = log
+    if ingested_by is not None:
+        record["ingested_by"] = ingested_by  # the API key or adapter that submitted it
     if redactions:
         record["redaction"] = redactions
     return BuiltRecord(record, sealed, body, client_time)
@@ -102,7 +126,7 @@ def build_record(
 
 def same_submission(stored: dict[str, Any], fresh: BuiltRecord, keys: TenantKeys) -> bool:
     """Whether a retry carries the same event as the stored one (server fields aside)."""
-    volatile = {"received_at", "content", "redaction"}
+    volatile = {"received_at", "ingested_by", "content", "redaction"}
     if not fresh.client_time:
         volatile.add("time")
     a = {k: v for k, v in stored.items() if k not in volatile}

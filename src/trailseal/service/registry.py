@@ -108,6 +108,8 @@ class Principal:
     tenant: str
     role: str
     operator: bool
+    internal: bool = False
+    """An adapter of this server (Slack, webhooks, poller): may use reserved sources."""
 
     def can(self, permission: str) -> bool:
         """Whether the role grants ``permission``."""

@@ -57,7 +57,12 @@ def normalize_time(text: str) -> str:
         raise FormatError(f"{text!r} is not an RFC 3339 time") from e
     if moment.tzinfo is None:
         raise FormatError(f"{text!r} has no time zone; add Z or an offset")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError as e:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise FormatError(f"{text!r} is out of range as a UTC time") from e
+    # isoformat pads the year to four digits (strftime's %Y does not, for years < 1000).
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +144,7 @@ def decode_cursor(cursor: str) -> int:
         before = value["before"]
     except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as e:
         raise FormatError("the cursor is not one this server issued") from e
-    if not isinstance(before, int) or before < 0:
+    if not isinstance(before, int) or isinstance(before, bool) or not 0 <= before < 1 << 63:
         raise FormatError("the cursor is not one this server issued")
     return before
 
@@ -226,6 +231,8 @@ class SearchIndex:
             where.append("instr(targets, ?) > 0")
             args.append(f" {query.target} ")
         if query.text:
+            if "\x00" in query.text:  # FTS5 reads a NUL as the end of the query string
+                raise FormatError("the free-text query contains a NUL character")
             phrase = '"' + query.text.replace('"', '""') + '"'
             where.append(
                 "idx IN (SELECT idx FROM events_text WHERE events_text MATCH ? AND log = ?)"

@@ -103,6 +103,13 @@ def _rowid(log_id: int, index: int) -> int:
     return (log_id << INDEX_BITS) | index
 
 
+def _blob(value: object) -> bytes:
+    """Entry bytes as stored; a value rewritten as TEXT (tampering) still compares as bytes."""
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode()
+
+
 def _storage_error(e: sqlite3.Error) -> StorageError:
     text = str(e)
     if "full" in text:
@@ -428,7 +435,7 @@ class SqliteStorage:
                 (_rowid(log_id, start), _rowid(log_id, 0) + end),
             )
             for rowid, data, source, event_id in cur:
-                yield StoredEntry(rowid & mask, data, source, event_id)
+                yield StoredEntry(rowid & mask, _blob(data), source, event_id)
         except sqlite3.Error as e:
             raise _storage_error(e) from e
 

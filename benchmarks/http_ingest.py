@@ -1,0 +1,657 @@
+"""trailseal HTTP ingest benchmark: a real `trailseal serve`, N concurrent clients, receipts.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/http_ingest.py            # the default run (2-3 minutes)
+    .venv/bin/python benchmarks/http_ingest.py --quick    # a smoke run (about 20 seconds)
+
+The server runs as a subprocess (`trailseal --data-dir D serve`: uvicorn, one worker) on
+a scratch data directory; this process is the load generator (httpx async clients), so
+the server has the CPU it would have in production. For each number of concurrent
+clients it measures single-event ingest and batched ingest (events/s, and time to
+receipt per request: p50/p99). Then, with the server stopped, the library's own rates
+on the same events are measured for reference and printed side by side. See
+``benchmarks/README.md``. Results go to stdout as a table and to a JSON file (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import itertools
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from trailseal.core.canonical import canonicalize
+from trailseal.core.note import NoteSigner
+from trailseal.ledger import Ledger
+from trailseal.service.core import Service
+from trailseal.storage import KeyEvent, SqliteStorage
+from trailseal.verify import verify_log
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_CACHE = HERE / ".cache"
+DEFAULT_OUT = HERE / "results" / "http.json"
+TRAILSEAL = [sys.executable, "-c", "from trailseal.cli import entry_point; entry_point()"]
+LOG = "default"
+SEED = 20260101
+POOL = 4096
+"""Distinct event bodies; each request gives them fresh ids."""
+
+# DESIGN targets on 2 cores.
+TARGET_SINGLE_EVENTS_PER_S = 1_000  # "thousands of single events/s"
+TARGET_BATCHED_EVENTS_PER_S = 10_000  # "tens of thousands batched"
+TARGET_P50_MS = 50.0  # "p50 time to receipt under 50 ms"
+
+
+# -- results ------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    """Every measurement, keyed by a dotted name, with its unit."""
+
+    measurements: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, key: str, value: float, unit: str, note: str = "") -> float:
+        entry: dict[str, Any] = {"value": value, "unit": unit}
+        if note:
+            entry["note"] = note
+        self.measurements[key] = entry
+        return value
+
+    def get(self, key: str) -> float:
+        return float(self.measurements[key]["value"])
+
+
+_STARTED = time.perf_counter()
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr, with seconds since start, so stdout stays the table."""
+    print(f"{time.perf_counter() - _STARTED:7.1f}s {message}", file=sys.stderr, flush=True)
+
+
+# -- workload -----------------------------------------------------------------------------
+
+_ACTIONS = {
+    "google-workspace": ("drive.file.shared", "admin.user.suspended", "login.success"),
+    "github": ("pull_request.merged", "branch_protection.updated", "member.removed"),
+    "okta": ("user.session.start", "user.mfa.factor.reset", "policy.rule.update"),
+    "workflow": ("run.started", "run.approved", "step.executed"),
+}
+_TARGET_TYPES = ("channel", "user", "file", "repository", "workflow", "group", "message")
+_FIRST = ("ana", "bilal", "chen", "dara", "emeka", "fatima", "goran", "hana", "ivan", "jun")
+_LAST = ("okafor", "schmidt", "tanaka", "silva", "nguyen", "kowalski", "haddad", "moreau")
+
+
+def audit_event(rng: random.Random, now: dt.datetime, i: int) -> dict[str, Any]:
+    """One realistic event in the ingest schema, without its ``id`` (about 600 bytes)."""
+    source = rng.choice(tuple(_ACTIONS))
+    first, last = rng.choice(_FIRST), rng.choice(_LAST)
+    moment = now - dt.timedelta(seconds=rng.randrange(3600), microseconds=i)
+    return {
+        "source": source,
+        "time": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "class": "security",
+        "actor": {
+            "type": rng.choice(("user", "user", "bot", "service")),
+            "id": f"U{rng.getrandbits(40):010X}",
+            "name": f"{first.title()} {last.title()}",
+            "email": f"{first}.{last}@example.com",
+            "ip": f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+        },
+        "action": rng.choice(_ACTIONS[source]),
+        "targets": [
+            {
+                "type": rng.choice(_TARGET_TYPES),
+                "id": f"{rng.choice('CUFRWGM')}{rng.getrandbits(40):010X}",
+                "name": f"{rng.choice(_FIRST)}-{rng.randrange(1000)}",
+            }
+            for _ in range(rng.randint(1, 2))
+        ],
+        "context": {"workspace": f"T{rng.getrandbits(36):09X}", "app": "trailseal-bench"},
+        "auth": {"method": "oauth", "client_id": f"app-{rng.randrange(100)}"},
+        "result": {"status": rng.choice(("success", "success", "failure"))},
+        "correlation": {"id": f"{rng.getrandbits(128):032x}"},
+    }
+
+
+def event_pool(n: int) -> list[dict[str, Any]]:
+    rng = random.Random(SEED)
+    now = dt.datetime.now(dt.UTC)
+    return [audit_event(rng, now, i) for i in range(n)]
+
+
+class Events:
+    """Events with ids that are never reused in one run (every one is a new append)."""
+
+    def __init__(self, pool: list[dict[str, Any]]) -> None:
+        self.pool = pool
+        self.counter = itertools.count()
+
+    def take(self, n: int) -> list[dict[str, Any]]:
+        out = []
+        for _ in range(n):
+            i = next(self.counter)
+            out.append({**self.pool[i % len(self.pool)], "id": f"bench-{i:09d}"})
+        return out
+
+
+# -- the server ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``trailseal --data-dir D serve --port P``, stderr (its JSON logs) to a file."""
+
+    def __init__(self, data_dir: Path, log_level: str) -> None:
+        self.data_dir = data_dir
+        self.stderr_path = data_dir.parent / "server.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILSEAL_")}
+        self.env["TRAILSEAL_LOG_LEVEL"] = log_level
+        for _ in range(3):  # another process may take the free port before the server binds
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            logged = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
+            with self.stderr_path.open("ab") as stderr:
+                self.proc = subprocess.Popen(
+                    [*TRAILSEAL, "--data-dir", str(data_dir), "serve", "--port", str(self.port)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    env=self.env,
+                )
+            try:
+                if self._wait_healthy(logged):
+                    self.token = self._token()
+                    return
+            except BaseException:
+                self.stop()
+                raise
+        raise self._fail("found no free port in 3 tries")
+
+    def _fail(self, why: str) -> SystemExit:
+        tail = self.stderr_path.read_text(errors="replace")[-3000:]
+        return SystemExit(f"the server {why}:\n{tail}")
+
+    def _wait_healthy(self, logged: int) -> bool:
+        """True once /healthz answers; False if the port was taken."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                if b"address already in use" in self.stderr_path.read_bytes()[logged:]:
+                    return False
+                raise self._fail(f"exited with status {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return True
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise self._fail("did not answer /healthz within 60 s")
+
+    def _token(self) -> str:
+        lines = self.stderr_path.read_text().splitlines()
+        for i, line in enumerate(lines[:-1]):
+            if "bootstrap operator API key" in line and lines[i + 1].strip().startswith("tsk_"):
+                return lines[i + 1].strip()
+        raise self._fail("printed no bootstrap token")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait()
+
+
+# -- the load generator -------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    """One measurement: ``clients`` concurrent clients for about ``seconds``."""
+
+    requests: int = 0
+    events: int = 0
+    seconds: float = 0.0
+    latencies_s: list[float] = field(default_factory=list)
+
+
+async def drive(
+    url: str, token: str, events: Events, clients: int, batch: int | None, seconds: float
+) -> Phase:
+    """Each client sends one request at a time, its next as soon as it has a receipt,
+    until ``seconds`` have passed (at least one request each)."""
+    path = f"/v1/logs/{LOG}/events" if batch is None else f"/v1/logs/{LOG}/events/batch"
+    per_request = 1 if batch is None else batch
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    phase = Phase()
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, limits=limits, timeout=600
+    ) as client:
+
+        async def send(n: int) -> float:
+            taken = events.take(n)
+            body = orjson.dumps(taken[0] if batch is None else taken)
+            started = time.perf_counter()
+            r = await client.post(path, content=body)
+            elapsed = time.perf_counter() - started
+            if batch is None:
+                if r.status_code != 201 or "receipt" not in r.json():
+                    raise SystemExit(f"single event: HTTP {r.status_code}: {r.text[:500]}")
+            else:
+                results = r.json().get("results") if r.status_code == 200 else None
+                if not results or len(results) != n or results[-1]["status"] != "appended":
+                    raise SystemExit(f"batch: HTTP {r.status_code}: {r.text[:500]}")
+            return elapsed
+
+        # Untimed: every client opens its connection.
+        await asyncio.gather(*(send(1) for _ in range(clients)))
+
+        async def client_loop(deadline: float) -> None:
+            while True:
+                phase.latencies_s.append(await send(per_request))
+                phase.requests += 1
+                phase.events += per_request
+                if time.perf_counter() >= deadline:
+                    return
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(started + seconds) for _ in range(clients)))
+        phase.seconds = time.perf_counter() - started
+    return phase
+
+
+def percentiles_ms(samples_s: Sequence[float]) -> dict[str, float]:
+    """Nearest-rank p50 and p99, and the mean, in milliseconds."""
+    ms = sorted(s * 1e3 for s in samples_s)
+    n = len(ms)
+    return {
+        "p50": ms[min(n - 1, round(0.50 * (n - 1)))],
+        "p99": ms[min(n - 1, round(0.99 * (n - 1)))],
+        "mean": statistics.fmean(ms),
+    }
+
+
+def run_http(
+    res: Results,
+    server: ServerProcess,
+    events: Events,
+    clients: Sequence[int],
+    batch_sizes: Sequence[int],
+    seconds: float,
+) -> None:
+    modes: list[tuple[str, int | None]] = [("single", None)]
+    modes += [(f"batch{b}", b) for b in batch_sizes]
+    for mode, batch in modes:
+        for n in clients:
+            log(f"http {mode}: {n} clients for {seconds:g} s")
+            phase = asyncio.run(drive(server.url, server.token, events, n, batch, seconds))
+            stats = percentiles_ms(phase.latencies_s)
+            key = f"http.{mode}.c{n}"
+            res.add(f"{key}.events_per_s", phase.events / phase.seconds, "events/s")
+            res.add(f"{key}.p50_ms", stats["p50"], "ms", "time to receipt per request")
+            res.add(f"{key}.p99_ms", stats["p99"], "ms")
+            res.add(f"{key}.mean_ms", stats["mean"], "ms")
+            res.add(f"{key}.requests", phase.requests, "requests", f"in {phase.seconds:.1f} s")
+
+
+def check_server_log(res: Results, data_dir: Path, sent: int) -> None:
+    """Every event the server acknowledged is stored, once, and the log verifies."""
+    storage = SqliteStorage(data_dir / "trailseal.db")
+    try:
+        info = storage.get_log(LOG)
+        ledger = Ledger(storage, info)
+        size = ledger.tree_size()
+        if size != sent or storage.entry_count(info.id) != sent:
+            raise SystemExit(f"the server's log holds {size} entries; {sent} were acknowledged")
+        log(f"verifying the server's log ({size:,} entries)")
+        started = time.perf_counter()
+        report = verify_log(ledger, ledger.verifiers())
+        if not report.ok:
+            raise SystemExit("verify_log: " + report.problems[0].describe())
+        res.add("server_log.entries", size, "entries")
+        res.add("server_log.verify_seconds", time.perf_counter() - started, "s")
+    finally:
+        storage.close()
+
+
+# -- the library, for reference -----------------------------------------------------------
+
+
+def bench_ledger_append(path: Path, events: list[dict[str, Any]], batch: int) -> float:
+    """Ledger.append of the events as sent, ``batch`` per commit, on a fresh SqliteStorage."""
+    storage = SqliteStorage(path)
+    try:
+        origin = "bench.example/http-reference"
+        info = storage.create_log("bench", origin, "2026-01-01T00:00:00Z")
+        signer = NoteSigner.generate(origin)
+        storage.add_key_event(
+            info.id, KeyEvent(signer.verifier.to_string(), "added", "2026-01-01T00:00:00Z")
+        )
+        ledger = Ledger(storage, info, [signer])
+        started = time.perf_counter()
+        for i in range(0, len(events), batch):
+            ledger.append(events[i : i + batch])
+        return len(events) / (time.perf_counter() - started)
+    finally:
+        storage.close()
+
+
+def bench_service_ingest(path: Path, events: list[dict[str, Any]], batch: int) -> float:
+    """Service.ingest in this process (validate, redact, seal, append, receipts), no HTTP."""
+    service, token = Service.open(path)
+    try:
+        assert token is not None
+        principal = service.registry.authenticate(token)
+        assert principal is not None
+        started = time.perf_counter()
+        for i in range(0, len(events), batch):
+            service.ingest(principal, LOG, events[i : i + batch])
+        return len(events) / (time.perf_counter() - started)
+    finally:
+        service.close()
+
+
+def run_library(res: Results, workdir: Path, events: Events, n: int, n_single: int) -> None:
+    sample = events.take(n)
+    log(f"library: Ledger.append, {n:,} events in batches of 1000")
+    res.add(
+        "library.ledger_append.batch1000.events_per_s",
+        bench_ledger_append(workdir / "ledger.db", sample, 1000),
+        "events/s",
+        "Ledger.append on a fresh SqliteStorage",
+    )
+    log(f"library: Service.ingest, {n:,} events in batches of 1000")
+    res.add(
+        "library.service_ingest.batch1000.events_per_s",
+        bench_service_ingest(workdir / "svc1000", sample, 1000),
+        "events/s",
+        "Service.ingest in-process, one thread, receipts, no HTTP",
+    )
+    log(f"library: Service.ingest, {n_single:,} single events")
+    res.add(
+        "library.service_ingest.single.events_per_s",
+        bench_service_ingest(workdir / "svc1", events.take(n_single), 1),
+        "events/s",
+        "Service.ingest in-process, one thread, one event per call",
+    )
+
+
+# -- machine, table, main -----------------------------------------------------------------
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def machine_info() -> dict[str, Any]:
+    def version(dist: str) -> str:
+        try:
+            from importlib.metadata import version as v  # noqa: PLC0415
+
+            return v(dist)
+        except Exception:
+            return "missing"
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(REPO), *args],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=10,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "sqlite_version": sqlite3.sqlite_version,
+        "trailseal": version("trailseal"),
+        "httpx": version("httpx"),
+        "uvicorn": version("uvicorn"),
+        "git_commit": git("rev-parse", "HEAD") or "unknown",
+        "src_modified": bool(git("status", "--porcelain", "--", "src")),
+        "loadavg_at_start": load_average(),
+    }
+
+
+def targets(res: Results, clients: Sequence[int], batch_sizes: Sequence[int]) -> dict[str, Any]:
+    """The DESIGN targets against the best measured rates (informational)."""
+    m = res.measurements
+    single = max(m[f"http.single.c{n}.events_per_s"]["value"] for n in clients)
+    batched = max(
+        m[f"http.batch{b}.c{n}.events_per_s"]["value"] for b in batch_sizes for n in clients
+    )
+    p50 = {n: m[f"http.single.c{n}.p50_ms"]["value"] for n in clients}
+    return {
+        "single_events_per_s": {
+            "target": TARGET_SINGLE_EVENTS_PER_S,
+            "best": single,
+            "met": single >= TARGET_SINGLE_EVENTS_PER_S,
+        },
+        "batched_events_per_s": {
+            "target": TARGET_BATCHED_EVENTS_PER_S,
+            "best": batched,
+            "met": batched >= TARGET_BATCHED_EVENTS_PER_S,
+        },
+        "single_p50_ms": {
+            "target": TARGET_P50_MS,
+            "by_clients": p50,
+            "met_up_to_clients": max((n for n in clients if p50[n] < TARGET_P50_MS), default=0),
+        },
+    }
+
+
+def print_table(res: Results, info: dict[str, Any]) -> None:
+    m = res.measurements
+    machine = info["machine"]
+    cfg = info["config"]
+    print("trailseal HTTP ingest benchmark")
+    print(
+        f"  {machine['date']}  python {machine['python']}  sqlite {machine['sqlite_version']}  "
+        f"{machine['cpu_count']} cpus  uvicorn {machine['uvicorn']} (1 worker)  "
+        f"httpx {machine['httpx']}"
+    )
+    print(
+        f"  git {machine['git_commit'][:12]}{' (src modified)' if machine['src_modified'] else ''}"
+        f"  load average {machine['loadavg_at_start']} at start, "
+        f"{machine['loadavg_at_end']} at end"
+    )
+    print(
+        f"  {cfg['seconds']:g} s per row; events of {info['workload']['canonical_bytes_mean']:.0f}"
+        f" bytes (canonical, as sent); server log level {cfg['log_level']}"
+    )
+    print()
+    print(
+        f"{'mode':<12}{'clients':>8}{'requests':>10}{'events/s':>12}"
+        f"{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}"
+    )
+    modes = ["single"] + [f"batch{b}" for b in cfg["batch_sizes"]]
+    for mode in modes:
+        for n in cfg["clients"]:
+            k = f"http.{mode}.c{n}"
+            print(
+                f"{mode:<12}{n:>8}{m[k + '.requests']['value']:>10,.0f}"
+                f"{m[k + '.events_per_s']['value']:>12,.0f}{m[k + '.p50_ms']['value']:>10,.1f}"
+                f"{m[k + '.p99_ms']['value']:>10,.1f}{m[k + '.mean_ms']['value']:>10,.1f}"
+            )
+    print()
+    print("for reference, in one process without HTTP (server stopped):")
+    for key, label in (
+        ("library.ledger_append.batch1000", "Ledger.append, batches of 1000"),
+        ("library.service_ingest.batch1000", "Service.ingest, batches of 1000"),
+        ("library.service_ingest.single", "Service.ingest, one event a call"),
+    ):
+        print(f"  {label:<36}{m[key + '.events_per_s']['value']:>12,.0f} events/s")
+    t = info["targets"]
+    print()
+    print("DESIGN targets (2 cores):")
+    print(
+        f"  single events  >= {t['single_events_per_s']['target']:,}/s: best "
+        f"{t['single_events_per_s']['best']:,.0f}/s"
+        f"  {'met' if t['single_events_per_s']['met'] else 'MISSED'}"
+    )
+    print(
+        f"  batched        >= {t['batched_events_per_s']['target']:,}/s: best "
+        f"{t['batched_events_per_s']['best']:,.0f}/s"
+        f"  {'met' if t['batched_events_per_s']['met'] else 'MISSED'}"
+    )
+    p50 = ", ".join(f"{n}: {v:.1f}" for n, v in t["single_p50_ms"]["by_clients"].items())
+    print(f"  single-event p50 < {t['single_p50_ms']['target']:g} ms, by clients: {p50}")
+    print(
+        f"server log: {m['server_log.entries']['value']:,.0f} entries, verified in "
+        f"{m['server_log.verify_seconds']['value']:.1f} s"
+    )
+    print(f"wall time: {info['wall_seconds']:.1f} s")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: clients 1,8, 1 s a row, fewer events"
+    )
+    p.add_argument(
+        "--clients", default=None, help="comma-separated client counts (default 1,8,32,64)"
+    )
+    p.add_argument(
+        "--batch-sizes", default="100,1000", help="comma-separated batch sizes (default 100,1000)"
+    )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="seconds of load per row; requests in flight finish (default 5; 1 with --quick)",
+    )
+    p.add_argument(
+        "--library-events",
+        type=int,
+        default=None,
+        help="events for the library reference rates (default 20,000; 2,000 with --quick)",
+    )
+    p.add_argument(
+        "--log-level", default="info", help="the server's TRAILSEAL_LOG_LEVEL (default info)"
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help="parent of the scratch data directories (default benchmarks/.cache)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="JSON results file (default benchmarks/results/http.json)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the scratch data directories")
+    args = p.parse_args(argv)
+    if args.clients is None:
+        args.clients = "1,8" if args.quick else "1,8,32,64"
+    args.clients = [int(s) for s in str(args.clients).split(",") if s.strip()]
+    args.batch_sizes = [int(s) for s in str(args.batch_sizes).split(",") if s.strip()]
+    if args.seconds is None:
+        args.seconds = 1.0 if args.quick else 5.0
+    if args.library_events is None:
+        args.library_events = 2_000 if args.quick else 20_000
+    if not args.clients or min(args.clients) < 1 or any(b < 2 for b in args.batch_sizes):
+        p.error("client counts must be at least 1 and batch sizes at least 2")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    wall_start = time.perf_counter()
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    # On the repository's filesystem (not a tmpfs): every commit pays a real fsync.
+    workdir = Path(tempfile.mkdtemp(prefix="http-", dir=args.cache_dir))
+    res = Results()
+    pool = event_pool(POOL)
+    sizes = [len(canonicalize({**e, "id": "bench-000000000"})) for e in pool]
+    info: dict[str, Any] = {
+        "machine": machine_info(),
+        "config": {
+            "quick": args.quick,
+            "clients": args.clients,
+            "batch_sizes": args.batch_sizes,
+            "seconds": args.seconds,
+            "library_events": args.library_events,
+            "log_level": args.log_level,
+            "server": "trailseal serve (uvicorn, 1 worker), a subprocess",
+            "load_generator": "httpx.AsyncClient, one asyncio loop, this process",
+        },
+        "workload": {
+            "distinct_bodies": POOL,
+            "canonical_bytes_mean": statistics.fmean(sizes),
+            "canonical_bytes_min": min(sizes),
+            "canonical_bytes_max": max(sizes),
+        },
+    }
+    events = Events(pool)
+    try:
+        log("starting trailseal serve")
+        server = ServerProcess(workdir / "data", args.log_level)
+        try:
+            run_http(res, server, events, args.clients, args.batch_sizes, args.seconds)
+        finally:
+            status = server.stop()
+        if status != 0:
+            log(f"warning: the server exited with status {status} after SIGTERM")
+        info["server_exit_status"] = status
+        sent = next(events.counter)  # every id taken so far was acknowledged
+        check_server_log(res, workdir / "data", sent)
+        run_library(res, workdir, events, args.library_events, max(200, args.library_events // 10))
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    info["targets"] = targets(res, args.clients, args.batch_sizes)
+    info["wall_seconds"] = time.perf_counter() - wall_start
+    info["machine"]["loadavg_at_end"] = load_average()
+    print_table(res, info)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"schema": 1, **info, "measurements": res.measurements}
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
