@@ -770,12 +770,18 @@ def test_serve_runs_the_poller_in_the_background_and_stops_it(
     entries = [entry(i, int(time.time()) - 100 + i) for i in range(3)]
     fake.add(*entries)
 
-    def run(app: Any, **options: Any) -> None:  # uvicorn.run: serve "until" two cycles ran
+    def instead_of_serving() -> None:  # "serve" until the poller has run two cycles
         deadline = time.monotonic() + 10
         while len(fake.requests) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    monkeypatch.setattr(uvicorn, "run", run)
+    def server_run(self: uvicorn.Server, sockets: Any = None) -> None:
+        self.started = True
+        instead_of_serving()
+
+    # `serve` may run uvicorn either way; neither may really listen here.
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: instead_of_serving())
+    monkeypatch.setattr(uvicorn.Server, "run", server_run)
     root = logging.getLogger("trailseal")
     saved = (root.handlers[:], root.level, root.propagate)  # serve configures JSON logging
     try:
