@@ -17,6 +17,7 @@ import re
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ import orjson
 
 from trailseal.errors import AlreadyExistsError, ConfigError, NotFoundError, StorageError
 from trailseal.policy.content import StoredBody
+
+AUTH_CACHE_S = 5.0
+"""How long a successful API-key check is remembered (see :meth:`Registry.authenticate`)."""
 
 ROLES = ("ingest", "reader", "auditor", "approver", "admin")
 """Roles, from DESIGN §6."""
@@ -137,6 +141,8 @@ class Registry:
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._lock = threading.Lock()
+        self._auth_cache: dict[bytes, tuple[float, Principal]] = {}
+        self._auth_generation = 0
         try:
             self._conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=30.0
@@ -249,11 +255,21 @@ class Registry:
         return key_id, f"tsk_{key_id}_{secret}"
 
     def authenticate(self, token: str) -> Principal | None:
-        """The principal behind a token, or None (unknown, malformed or revoked)."""
+        """The principal behind a token, or None (unknown, malformed or revoked).
+
+        A successful answer is remembered for :data:`AUTH_CACHE_S` seconds, so a key
+        revoked by another process (the CLI) stops working within that time; a key
+        revoked through this registry stops at once.
+        """
         m = _TOKEN.match(token)
         if not m:
             return None
         key_id, secret = m.groups()
+        fingerprint = hashlib.sha256(token.encode()).digest()
+        hit = self._auth_cache.get(fingerprint)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        generation = self._auth_generation
         rows = self._rows(
             "SELECT tenant, role, operator, secret_sha256, revoked_at FROM api_keys"
             " WHERE key_id = ?",
@@ -266,7 +282,12 @@ class Registry:
         tenant, role, operator, stored, revoked = rows[0]
         if not hmac.compare_digest(digest, stored) or revoked:
             return None
-        return Principal(key_id, tenant, role, bool(operator))
+        principal = Principal(key_id, tenant, role, bool(operator))
+        if len(self._auth_cache) > 10_000:
+            self._auth_cache.clear()
+        if generation == self._auth_generation:  # no revocation raced this check
+            self._auth_cache[fingerprint] = (time.monotonic() + AUTH_CACHE_S, principal)
+        return principal
 
     def keys(self, tenant: str | None = None) -> list[ApiKeyInfo]:
         """API keys (of one tenant when given)."""
@@ -282,7 +303,7 @@ class Registry:
         return [ApiKeyInfo(k, t, r, bool(o), d, c, v) for k, t, r, o, d, c, v in rows]
 
     def revoke_key(self, key_id: str, at: str, tenant: str | None = None) -> None:
-        """Revoke a key (only within ``tenant`` when given)."""
+        """Revoke a key (only within ``tenant`` when given); it stops working at once here."""
         with self._tx() as conn:
             cur = conn.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL"
@@ -291,6 +312,9 @@ class Registry:
             )
             if cur.rowcount == 0:
                 raise NotFoundError(f"no active API key {key_id!r}")
+        # After the commit; the generation stops a check that raced it from re-caching.
+        self._auth_generation += 1
+        self._auth_cache.clear()
 
     # -- content --------------------------------------------------------------------
 
