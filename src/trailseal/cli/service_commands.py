@@ -220,7 +220,7 @@ def keys_list(ctx: Context, tenant: str | None) -> None:
 @click.argument("key_id")
 @pass_context
 def keys_revoke(ctx: Context, key_id: str) -> None:
-    """Revoke API key KEY_ID; it stops working at once."""
+    """Revoke API key KEY_ID; a running server refuses it within 5 seconds."""
     with open_service(ctx) as service:
         service.registry.revoke_key(key_id, rfc3339(service.clock()))
     click.echo(f"revoked {key_id}")
