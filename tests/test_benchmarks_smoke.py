@@ -170,3 +170,63 @@ def test_http_ingest_quick_reports_everything(tmp_path: Path) -> None:
         assert key in doc["targets"]
     for text in ("single", "batch1000", "Ledger.append", "events/s", "wall time"):
         assert text in proc.stdout
+
+
+SLACK_RUN = ROOT / "benchmarks" / "slack_ingest.py"
+
+
+def test_slack_ingest_quick_reports_everything(tmp_path: Path) -> None:
+    """``benchmarks/slack_ingest.py --quick``: signed Slack deliveries and plain events
+    against a real server, every row measured and positive, the store checked."""
+    out = tmp_path / "slack.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SLACK_RUN),
+            "--quick",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    doc = json.loads(out.read_text())
+    assert doc["config"]["quick"] is True
+    assert doc["config"]["clients"] == list(HTTP_CLIENTS)
+    assert doc["server_exit_status"] == 0
+    expected = [
+        "inprocess.verify_slack_request.per_s",
+        "inprocess.verify_slack_request.us",
+        "inprocess.verify_slack_request_rotation.per_s",
+        "inprocess.parse_and_map.per_s",
+        "inprocess.map_event_callback.per_s",
+        "server_log.entries",
+        "server_log.slack_events",
+        "server_log.plain_events",
+        "server_log.verify_seconds",
+    ]
+    for n in HTTP_CLIENTS:
+        expected.append(f"ratio.slack_vs_plain.c{n}")
+        for mode in ("slack", "plain"):
+            expected += [
+                f"http.{mode}.c{n}.{stat}"
+                for stat in ("events_per_s", "p50_ms", "p99_ms", "mean_ms", "requests")
+            ]
+    measurements = doc["measurements"]
+    missing = [k for k in expected if k not in measurements]
+    assert not missing, f"missing measurements: {missing}"
+    for key, entry in measurements.items():
+        value = entry["value"]
+        assert isinstance(value, int | float), key
+        assert not isinstance(value, bool), key
+        assert math.isfinite(value), f"{key} = {value!r}"
+        assert value > 0, f"{key} = {value!r}"
+        assert entry["unit"], key
+    for text in ("slack ev/s", "plain ev/s", "verify_slack_request", "wall time"):
+        assert text in proc.stdout

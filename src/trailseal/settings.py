@@ -91,13 +91,22 @@ SETTINGS: dict[str, Setting] = {
 class Secret:
     """A secret value; its ``repr`` and ``str`` are ``***`` so it never reaches a log."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_missing", "_value")
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: str, *, missing: str | None = None) -> None:
         self._value = value
+        self._missing = missing
+
+    @classmethod
+    def unavailable(cls, why: str) -> Secret:
+        """A secret that could not be read; only using it is an error, so commands that
+        do not need it (``verify``, ``export``) still run."""
+        return cls("", missing=why)
 
     def reveal(self) -> str:
         """The secret itself, for the one place that needs it."""
+        if self._missing is not None:
+            raise ConfigError(self._missing)
         return self._value
 
     def __repr__(self) -> str:
@@ -217,14 +226,14 @@ def _secret(table: dict[str, Any], key: str, env: Mapping[str, str], where: str)
     if f"{key}_env" in table:
         name = str(table[f"{key}_env"])
         if name not in env:
-            raise ConfigError(f"{where}: environment variable {name} ({key}) is not set")
+            return Secret.unavailable(f"{where}: environment variable {name} ({key}) is not set")
         return Secret(env[name])
     if f"{key}_file" in table:
         path = Path(str(table[f"{key}_file"]))
         try:
             return Secret(path.read_text().strip())
         except OSError as e:
-            raise ConfigError(f"{where}: cannot read {key}_file {path}: {e}") from e
+            return Secret.unavailable(f"{where}: cannot read {key}_file {path}: {e}")
     if key in table:
         raise ConfigError(
             f"{where}: put {key} in an environment variable ({key}_env) or a "

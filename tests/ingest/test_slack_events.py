@@ -221,3 +221,22 @@ def test_every_event_the_manifest_subscribes_to_has_a_mapping() -> None:
     for name in events:
         kind = name.split(".", 1)[0]  # message.channels is the message event
         assert kind in ACTIONS, f"{name} is subscribed in the manifest but has no mapping"
+
+
+def test_commands_that_need_no_slack_secret_run_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trailseal.cli import main
+    from trailseal.cli.common import EXIT_OK
+    from trailseal.settings import load
+
+    data = tmp_path / "data"
+    assert main(["--data-dir", str(data), "init"]) == EXIT_OK
+    with (data / "trailseal.toml").open("a") as f:
+        f.write('\n[[slack.apps]]\nname = "main"\nsigning_secret_env = "TS_UNSET_SECRET"\n')
+    monkeypatch.delenv("TS_UNSET_SECRET", raising=False)
+    assert main(["--data-dir", str(data), "verify"]) == EXIT_OK  # offline: no secret needed
+    (app,) = load({}, data_dir=data).slack_apps
+    with pytest.raises(Exception, match="TS_UNSET_SECRET"):  # serving would need it
+        app.signing_secrets[0].reveal()
+    capsys.readouterr()

@@ -504,8 +504,10 @@ log = "audit"
     )
     assert STD_SECRET not in repr(billing)
     check_config((billing, github))
+    # A missing secret does not stop commands that do not need it; using it fails.
+    missing = load({k: v for k, v in env.items() if k != "GH_SECRET"}, data_dir=tmp_path)
     with pytest.raises(ConfigError, match="GH_SECRET"):
-        load({k: v for k, v in env.items() if k != "GH_SECRET"}, data_dir=tmp_path)
+        missing.hooks[1].secrets[0].reveal()
 
 
 # -- mapping, purely --------------------------------------------------------------------

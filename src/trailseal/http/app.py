@@ -7,8 +7,6 @@ problem+json.
 
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Any
 
 import orjson
@@ -24,10 +22,9 @@ from trailseal import __version__
 from trailseal.errors import Error
 from trailseal.http import routes_admin, routes_ingest, routes_read, routes_slack, routes_webhooks
 from trailseal.http.deps import Api, HttpOptions, install_edge_handlers
-from trailseal.http.observability import LOGGER, Metrics
+from trailseal.http.observability import LOGGER, Metrics, ObserveMiddleware
 from trailseal.http.problems import problem, problem_for
 from trailseal.service.core import Service
-from trailseal.service.registry import Principal
 
 
 def _openapi_with_auth(app: FastAPI) -> dict[str, Any]:
@@ -65,33 +62,7 @@ def create_app(service: Service, options: HttpOptions | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.options = opts
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Any) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        if len(request_id) > 64 or not request_id.replace("-", "").isalnum():
-            request_id = uuid.uuid4().hex
-        request.state.request_id = request_id
-        started = time.perf_counter()
-        response: Response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        response.headers["X-Request-Id"] = request_id
-        route = request.scope.get("route")
-        route_path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(route_path, str(response.status_code)).observe(elapsed)
-        principal: Principal | None = getattr(request.state, "principal", None)
-        LOGGER.info(
-            "request",
-            extra={
-                "request_id": request_id,
-                "method": request.method,
-                "route": route_path,
-                "status": response.status_code,
-                "duration_ms": round(elapsed * 1000, 3),
-                "tenant": principal.tenant if principal else None,
-                "key_id": principal.key_id if principal else None,
-            },
-        )
-        return response
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
 
     @app.exception_handler(Error)
     async def on_error(request: Request, exc: Error) -> Response:

@@ -125,7 +125,11 @@ class Api:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise AuthError("send an API key as 'Authorization: Bearer tsk_...'")
-        found = await run_in_threadpool(self.service.registry.authenticate, token.strip())
+        registry = self.service.registry
+        # A recent check answers from memory; only a cache miss goes to a worker thread.
+        found = registry.cached_principal(token.strip()) or await run_in_threadpool(
+            registry.authenticate, token.strip()
+        )
         if found is None:
             raise AuthError("the API key is unknown, malformed or revoked")
         request.state.principal = found

@@ -88,8 +88,8 @@ class SocketModeIngestor:
             return
         self.service.registry.log(self.app.tenant, self.app.log)  # NotFoundError early
         # Never DEBUG: slack_sdk would log the form body of apps.connections.open (with
-        # the token) and every message it receives.
-        _SDK_LOGGER.setLevel(logging.INFO)
+        # the token) and every message it receives. Otherwise trailseal's own level.
+        _SDK_LOGGER.setLevel(max(logging.INFO, LOGGER.getEffectiveLevel()))
         web = WebClient(
             base_url=self.app.base_url, token=self.app.app_token.reveal(), logger=_SDK_LOGGER
         )

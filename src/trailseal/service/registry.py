@@ -254,6 +254,13 @@ class Registry:
             )
         return key_id, f"tsk_{key_id}_{secret}"
 
+    def cached_principal(self, token: str) -> Principal | None:
+        """A recent successful check of this token, without touching the database."""
+        hit = self._auth_cache.get(hashlib.sha256(token.encode()).digest())
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
     def authenticate(self, token: str) -> Principal | None:
         """The principal behind a token, or None (unknown, malformed or revoked).
 
@@ -266,9 +273,9 @@ class Registry:
             return None
         key_id, secret = m.groups()
         fingerprint = hashlib.sha256(token.encode()).digest()
-        hit = self._auth_cache.get(fingerprint)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
+        cached = self.cached_principal(token)
+        if cached is not None:
+            return cached
         generation = self._auth_generation
         rows = self._rows(
             "SELECT tenant, role, operator, secret_sha256, revoked_at FROM api_keys"
