@@ -216,6 +216,15 @@ def check_public(path: str) -> Callable[[Env], None]:
     return check
 
 
+def check_metrics(env: Env) -> None:
+    """/metrics names every tenant's logs, so only the operator reads it."""
+    seed_b(env)
+    assert env.client.get("/metrics").status_code == 401
+    for role in ("ingest", "reader", "auditor", "approver", "admin"):
+        assert env.client.get("/metrics", headers=env.h("a", role)).status_code == 403
+    assert env.client.get("/metrics", headers=env.operator.auth).status_code == 200
+
+
 OTHER_ROUTES: dict[tuple[str, str], Callable[[Env], None]] = {
     ("GET", "/v1/logs"): check_list_logs,
     ("POST", "/v1/logs"): check_create_log,
@@ -225,7 +234,7 @@ OTHER_ROUTES: dict[tuple[str, str], Callable[[Env], None]] = {
     ("POST", "/v1/tenants"): check_create_tenant,
     ("GET", "/healthz"): check_public("/healthz"),
     ("GET", "/readyz"): check_public("/readyz"),
-    ("GET", "/metrics"): check_public("/metrics"),
+    ("GET", "/metrics"): check_metrics,
     ("GET", "/v1/schema/event.json"): check_public("/v1/schema/event.json"),
 }
 

@@ -619,7 +619,7 @@ def test_readiness_fails_when_the_database_is_gone(env: Env) -> None:
 
 
 def _metrics(env: Env) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    r = env.client.get("/metrics")
+    r = env.client.get("/metrics", headers=env.operator.auth)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
     return {

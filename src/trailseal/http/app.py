@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from trailseal import __version__
-from trailseal.errors import Error
+from trailseal.errors import Error, ForbiddenError
 from trailseal.http import routes_admin, routes_ingest, routes_read, routes_slack, routes_webhooks
 from trailseal.http.deps import Api, HttpOptions, install_edge_handlers
 from trailseal.http.observability import LOGGER, Metrics, ObserveMiddleware
@@ -41,7 +41,9 @@ def _openapi_with_auth(app: FastAPI) -> dict[str, Any]:
             }
         }
         for path, operations in schema["paths"].items():
-            if path.startswith("/v1/") and path != "/v1/schema/event.json":
+            if (path.startswith("/v1/") and path != "/v1/schema/event.json") or (
+                path == "/metrics"
+            ):
                 for operation in operations.values():
                     operation["security"] = [{"apiKey": []}]
         app.openapi_schema = schema
@@ -119,9 +121,24 @@ def create_app(service: Service, options: HttpOptions | None = None) -> FastAPI:
             media_type="application/json",
         )
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
-    async def prometheus() -> Response:
-        """Prometheus text format."""
+    api = Api(service, metrics, opts)
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=Response,
+        responses={
+            200: {"content": {"text/plain": {}}},
+            401: {"description": "No valid API key"},
+            403: {"description": "Not an operator key"},
+        },
+    )
+    async def prometheus(request: Request) -> Response:
+        """Prometheus text format; needs an operator key (the metrics name every tenant's
+        logs). Point Prometheus at it with ``authorization: {credentials: tsk_...}``."""
+        principal = await api.principal(request)
+        if not principal.operator:
+            raise ForbiddenError("only an operator key may read /metrics")
         for tlog in service.registry.logs():
             metrics.tree_size.labels(tlog.ledger_log).set(service.ledger(tlog).tree_size())
         return Response(
@@ -129,7 +146,6 @@ def create_app(service: Service, options: HttpOptions | None = None) -> FastAPI:
         )
 
     app.openapi = lambda: _openapi_with_auth(app)  # type: ignore[method-assign]
-    api = Api(service, metrics, opts)
     install_edge_handlers(app, api)
     routes_ingest.register(app, api)
     routes_read.register(app, api)
