@@ -4,7 +4,9 @@
 checkpoint are committed in one storage transaction (DESIGN §1.4). Concurrent callers
 are grouped: the first caller to find no commit in progress becomes the leader, takes
 every queued request up to ``max_batch_entries`` / ``max_batch_bytes`` (waiting up to
-``max_batch_delay_s`` for more), commits them as one batch and wakes the others.
+``max_batch_delay_s`` for more), commits them as one batch and wakes each caller in it.
+It then hands the leadership to the oldest caller still waiting, so every waiter is
+woken exactly once and the commits never stop while work is queued.
 """
 
 from __future__ import annotations
@@ -139,6 +141,8 @@ class _Request:
     results: list[AppendResult] = field(default_factory=list)
     error: BaseException | None = None
     done: bool = False
+    wake: threading.Event = field(default_factory=threading.Event)
+    """Set when the request is done, or when it is handed the leadership."""
 
 
 class _LRU(Generic[_V]):
@@ -236,21 +240,25 @@ class Ledger:
                 )
             self._queue.append(req)
             self._queued_entries += len(entries)
-            self._cond.notify_all()
-        while True:
+            self._cond.notify_all()  # a leader waiting for a fuller batch watches the queue
+            leading = not self._leader
+            self._leader = True
+        if not leading:
+            # Sleep on our own event: woken once, either done or handed the leadership,
+            # instead of every waiter waking after every batch.
+            req.wake.wait()
+        while not req.done:
             with self._cond:
-                while not req.done and self._leader:
-                    self._cond.wait()
-                if req.done:
-                    break
-                self._leader = True
                 batch = self._take_batch()
             try:
                 self._commit(batch)
             finally:
                 with self._cond:
-                    self._leader = False
-                    self._cond.notify_all()
+                    if req.done:
+                        if self._queue:
+                            self._queue[0].wake.set()  # the oldest waiter leads next
+                        else:
+                            self._leader = False
         if req.error is not None:
             raise req.error
         return req.results
@@ -284,12 +292,14 @@ class Ledger:
             # Nothing of the batch was committed; every caller sees the error.
             for r in batch:
                 r.error, r.done = e, True
+                r.wake.set()
             return
         pos = 0
         for r in batch:
             r.results = results[pos : pos + len(r.entries)]
             pos += len(r.entries)
             r.done = True
+            r.wake.set()
 
     def _load_edge(self, tx: WriteTransaction) -> int:
         size = tx.tree_size()
