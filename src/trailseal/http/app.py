@@ -110,7 +110,14 @@ def create_app(service: Service, options: HttpOptions | None = None) -> FastAPI:
         """The process is alive."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not ready"}})
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        responses={
+            200: {"content": {"application/json": {}}},
+            503: {"description": "Not ready", "content": {"application/json": {}}},
+        },
+    )
     async def readyz() -> Response:
         """Storage is writable and every log's signing keys are loaded."""
         checks = await run_in_threadpool(service.ready)

@@ -205,6 +205,7 @@ def install_edge_handlers(app: FastAPI, api: Api) -> None:
             "this API key is over its request rate; slow down",
             instance=request.url.path,
             headers={"Retry-After": str(max(1, round(exc.wait_s + 0.5)))},
+            request_id=getattr(request.state, "request_id", None),
         )
 
     @app.exception_handler(Unsupported)
@@ -216,4 +217,5 @@ def install_edge_handlers(app: FastAPI, api: Api) -> None:
             "Unsupported media type",
             f"send Content-Type: {' or '.join(exc.allowed)}",
             instance=request.url.path,
+            request_id=getattr(request.state, "request_id", None),
         )

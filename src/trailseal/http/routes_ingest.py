@@ -108,6 +108,7 @@ def register(app: FastAPI, api: Api) -> None:
                 f"already stored at index {result.index} with other content",
                 instance=request.url.path,
                 index=result.index,
+                request_id=getattr(request.state, "request_id", None),
             )
         return json_response(result_json(result), 201 if result.status == "appended" else 200)
 
