@@ -26,12 +26,8 @@ from trailseal.cli import main
 from trailseal.cli.common import EXIT_CONFIG
 from trailseal.errors import ConfigError, StorageError
 from trailseal.http.observability import JsonFormatter
-from trailseal.ingest.slack_audit import (
-    AuditPoller,
-    HttpxFetch,
-    SlackAuditError,
-    map_audit_entry,
-)
+from trailseal.ingest.slack_audit import map_audit_entry
+from trailseal.ingest.slack_audit_poller import AuditPoller, HttpxFetch, SlackAuditError
 from trailseal.model.schema import schema_errors
 from trailseal.service.core import Service
 from trailseal.service.poller import (

@@ -18,7 +18,8 @@ from trailseal.cli.common import EXIT_CONFIG, Context, pass_context
 from trailseal.cli.service_commands import open_service
 from trailseal.datadir import CONFIG_FILE
 from trailseal.errors import ConfigError, Error
-from trailseal.ingest.slack_audit import LOGS_PATH, HttpxFetch, PollSummary, parse_backfill
+from trailseal.ingest.slack_audit import LOGS_PATH
+from trailseal.ingest.slack_audit_poller import HttpxFetch, PollSummary, parse_backfill
 from trailseal.ingest.webhooks import check_config
 from trailseal.service.core import Service
 from trailseal.settings import Secret, SlackApp, SlackAuditConfig, SocketModeApp, WebhookConfig

@@ -18,9 +18,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from trailseal.errors import Error
-from trailseal.ingest.slack_audit import (
+from trailseal.ingest.slack_audit import SOURCE
+from trailseal.ingest.slack_audit_poller import (
     LOGGER,
-    SOURCE,
     Append,
     AuditPoller,
     Clock,
