@@ -8,6 +8,8 @@ is one entry here: every contract and ledger test then runs against it too.
 from __future__ import annotations
 
 import itertools
+import os
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,10 +33,61 @@ from trailseal.storage import MemoryStorage, SqliteStorage, Storage
 StorageFactory = Callable[[Path], Storage]
 """Builds a fresh, empty store; it may keep its files under the given directory."""
 
+POSTGRES_DSN = os.environ.get(
+    "TRAILSEAL_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
+"""The PostgreSQL the postgres tests use; each test gets its own schema, dropped after."""
+
+_postgres_reachable: str | None = None  # "" when reachable, else why not; None: not tried
+
+
+def postgres_dsn() -> str:
+    """:data:`POSTGRES_DSN`, or skip the calling test when PostgreSQL is not reachable."""
+    global _postgres_reachable  # noqa: PLW0603 (probed once per session)
+    if _postgres_reachable is None:
+        try:
+            import psycopg
+
+            with psycopg.connect(POSTGRES_DSN, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+            _postgres_reachable = ""
+        except Exception as e:
+            _postgres_reachable = f"{type(e).__name__}: {str(e).strip()[:200]}"
+    if _postgres_reachable:
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_DSN} ({_postgres_reachable})")
+    return POSTGRES_DSN
+
+
+def drop_schema(schema: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(POSTGRES_DSN, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _postgres_storage(tmp: Path) -> Storage:
+    """A store in a fresh schema ``t_<uuid>``, dropped when the store is closed."""
+    dsn = postgres_dsn()
+    from trailseal.storage.postgres import PostgresStorage
+
+    class ThrowawayPostgresStorage(PostgresStorage):
+        def close(self) -> None:
+            super().close()
+            drop_schema(self.schema)
+
+    schema = f"t_{uuid.uuid4().hex}"
+    try:
+        return ThrowawayPostgresStorage(dsn, schema=schema, max_size=4)
+    except BaseException:
+        drop_schema(schema)
+        raise
+
+
 STORAGE_FACTORIES: dict[str, StorageFactory] = {
     "memory": lambda tmp: MemoryStorage(),
     "sqlite": lambda tmp: SqliteStorage(tmp / "t.db"),
-    # "postgres": lambda tmp: PostgresStorage(os.environ["TRAILSEAL_TEST_DSN"], schema=...),
+    "postgres": _postgres_storage,  # skipped when PostgreSQL is not reachable
 }
 
 
