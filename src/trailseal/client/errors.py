@@ -125,7 +125,7 @@ def _retry_after(response: httpx.Response, clock: Callable[[], float]) -> float 
     try:
         return max(0.0, float(value))
     except ValueError:
-        pass
+        pass  # not delay-seconds: it may be an HTTP date
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

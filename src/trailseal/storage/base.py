@@ -13,12 +13,13 @@ block raises, nothing is written.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 from trailseal.core.tiles import TileChunk, TileKey
+from trailseal.errors import TamperError
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,19 @@ class StoredEntry:
 
 
 IdempotencyKey = tuple[str, str]
+
+
+def join_tile_chunks(level: int, index: int, chunks: Iterable[tuple[int, bytes]]) -> bytes:
+    """A tile from its stored ``(start, hashes)`` chunks in start order; a gap or overlap
+    between chunks means the store was altered."""
+    tile = b""
+    for start, hashes in chunks:
+        if start * 32 != len(tile):
+            raise TamperError(
+                f"tile {level}/{index} has a chunk at {start} after {len(tile) // 32} hashes"
+            )
+        tile += bytes(hashes)
+    return tile
 
 
 class WriteTransaction(Protocol):

@@ -38,7 +38,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from trailseal.core.tiles import TileChunk, TileKey
-from trailseal.errors import AlreadyExistsError, NotFoundError, StorageError, TamperError
+from trailseal.errors import AlreadyExistsError, NotFoundError, StorageError
 from trailseal.storage.base import (
     IdempotencyKey,
     KeyEvent,
@@ -46,6 +46,7 @@ from trailseal.storage.base import (
     NewEntry,
     StoredCheckpoint,
     StoredEntry,
+    join_tile_chunks,
 )
 
 WRITE_LOCK = 0x7453_0001
@@ -167,14 +168,7 @@ def _read_tiles(
         ).fetchall()
         if not rows:
             continue
-        tile = b""
-        for start, hashes in rows:
-            if start * 32 != len(tile):
-                raise TamperError(
-                    f"tile {level}/{index} has a chunk at {start} after {len(tile) // 32} hashes"
-                )
-            tile += bytes(hashes)
-        out[(level, index)] = tile
+        out[(level, index)] = join_tile_chunks(level, index, rows)
     return out
 
 

@@ -28,7 +28,6 @@ from trailseal.errors import (
     AlreadyExistsError,
     NotFoundError,
     StorageError,
-    TamperError,
 )
 from trailseal.storage.base import (
     IdempotencyKey,
@@ -37,6 +36,7 @@ from trailseal.storage.base import (
     NewEntry,
     StoredCheckpoint,
     StoredEntry,
+    join_tile_chunks,
 )
 
 SCHEMA_VERSION = 1
@@ -131,14 +131,7 @@ def _read_tiles(
         ).fetchall()
         if not rows:
             continue
-        tile = b""
-        for start, hashes in rows:
-            if start * 32 != len(tile):
-                raise TamperError(
-                    f"tile {level}/{index} has a chunk at {start} after {len(tile) // 32} hashes"
-                )
-            tile += hashes
-        out[(level, index)] = tile
+        out[(level, index)] = join_tile_chunks(level, index, rows)
     return out
 
 
