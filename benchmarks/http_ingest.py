@@ -4,6 +4,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/http_ingest.py            # the default run (2-3 minutes)
     .venv/bin/python benchmarks/http_ingest.py --quick    # a smoke run (about 20 seconds)
+    .venv/bin/python benchmarks/http_ingest.py --targets sqlite,pg1,pg2   # PostgreSQL too
 
 The server runs as a subprocess (`trailseal --data-dir D serve`: uvicorn, one worker) on
 a scratch data directory; this process is the load generator (httpx async clients), so
@@ -12,6 +13,12 @@ clients it measures single-event ingest and batched ingest (events/s, and time t
 receipt per request: p50/p99). Then, with the server stopped, the library's own rates
 on the same events are measured for reference and printed side by side. See
 ``benchmarks/README.md``. Results go to stdout as a table and to a JSON file (``--out``).
+
+``--targets`` runs the same load against several deployments, row by row in turn so that
+drifting machine load hits them alike: ``sqlite`` (one node, the baseline), ``pg1`` (one
+node on PostgreSQL) and ``pg2`` (two nodes on one PostgreSQL schema, the clients split
+between them: the writes of the node that does not integrate go through the pending
+queue). Keys of a PostgreSQL target start with its name (``pg2.http.single.c8...``).
 """
 
 from __future__ import annotations
@@ -41,11 +48,13 @@ from typing import Any
 import httpx
 import orjson
 
+import bench_pg
 from trailseal.core.canonical import canonicalize
 from trailseal.core.note import NoteSigner
 from trailseal.ledger import Ledger
 from trailseal.service.core import Service
-from trailseal.storage import KeyEvent, SqliteStorage
+from trailseal.storage import KeyEvent, SqliteStorage, Storage
+from trailseal.storage.postgres import PostgresStorage
 from trailseal.verify import verify_log
 
 HERE = Path(__file__).resolve().parent
@@ -168,11 +177,21 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``trailseal --data-dir D serve --port P``, stderr (its JSON logs) to a file."""
+    """``trailseal --data-dir D serve --port P``, stderr (its JSON logs) to a file.
 
-    def __init__(self, data_dir: Path, log_level: str) -> None:
+    Without ``token`` the server is the first on a new data directory and its bootstrap
+    API key is read from its log; a data directory made beforehand passes its key."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        log_level: str,
+        *,
+        token: str | None = None,
+        stderr_path: Path | None = None,
+    ) -> None:
         self.data_dir = data_dir
-        self.stderr_path = data_dir.parent / "server.log"
+        self.stderr_path = stderr_path or data_dir.parent / "server.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILSEAL_")}
         self.env["TRAILSEAL_LOG_LEVEL"] = log_level
         for _ in range(3):  # another process may take the free port before the server binds
@@ -189,7 +208,7 @@ class ServerProcess:
                 )
             try:
                 if self._wait_healthy(logged):
-                    self.token = self._token()
+                    self.token = token or self._token()
                     return
             except BaseException:
                 self.stop()
@@ -247,24 +266,34 @@ class Phase:
 
 
 async def drive(
-    url: str, token: str, events: Events, clients: int, batch: int | None, seconds: float
+    urls: Sequence[str],
+    token: str,
+    events: Events,
+    clients: int,
+    batch: int | None,
+    seconds: float,
 ) -> Phase:
     """Each client sends one request at a time, its next as soon as it has a receipt,
-    until ``seconds`` have passed (at least one request each)."""
+    until ``seconds`` have passed (at least one request each).
+
+    With several servers (nodes of one store), client ``i`` talks to node ``i % nodes``;
+    with fewer clients than nodes, each client takes the nodes in turn, request by
+    request, so every node gets its share of the writes either way."""
     path = f"/v1/logs/{LOG}/events" if batch is None else f"/v1/logs/{LOG}/events/batch"
     per_request = 1 if batch is None else batch
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    nodes = len(urls)
+    limits = httpx.Limits(
+        max_connections=clients * nodes, max_keepalive_connections=clients * nodes
+    )
     phase = Phase()
-    async with httpx.AsyncClient(
-        base_url=url, headers=headers, limits=limits, timeout=600
-    ) as client:
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=600) as client:
 
-        async def send(n: int) -> float:
+        async def send(url: str, n: int) -> float:
             taken = events.take(n)
             body = orjson.dumps(taken[0] if batch is None else taken)
             started = time.perf_counter()
-            r = await client.post(path, content=body)
+            r = await client.post(url + path, content=body)
             elapsed = time.perf_counter() - started
             if batch is None:
                 if r.status_code != 201 or "receipt" not in r.json():
@@ -275,19 +304,28 @@ async def drive(
                     raise SystemExit(f"batch: HTTP {r.status_code}: {r.text[:500]}")
             return elapsed
 
-        # Untimed: every client opens its connection.
-        await asyncio.gather(*(send(1) for _ in range(clients)))
+        def node_of(client_no: int, request_no: int) -> str:
+            if clients >= nodes:
+                return urls[client_no % nodes]
+            return urls[(client_no + request_no) % nodes]
 
-        async def client_loop(deadline: float) -> None:
+        # Untimed: every client opens its connection(s).
+        warm = [(c, r) for c in range(clients) for r in range(1 if clients >= nodes else nodes)]
+        await asyncio.gather(*(send(node_of(c, r), 1) for c, r in warm))
+
+        async def client_loop(client_no: int, deadline: float) -> None:
+            request_no = 0
             while True:
-                phase.latencies_s.append(await send(per_request))
+                url = node_of(client_no, request_no)
+                phase.latencies_s.append(await send(url, per_request))
+                request_no += 1
                 phase.requests += 1
                 phase.events += per_request
                 if time.perf_counter() >= deadline:
                     return
 
         started = time.perf_counter()
-        await asyncio.gather(*(client_loop(started + seconds) for _ in range(clients)))
+        await asyncio.gather(*(client_loop(c, started + seconds) for c in range(clients)))
         phase.seconds = time.perf_counter() - started
     return phase
 
@@ -303,10 +341,119 @@ def percentiles_ms(samples_s: Sequence[float]) -> dict[str, float]:
     }
 
 
+# -- the deployments under load ------------------------------------------------------------
+
+TARGETS = {
+    "sqlite": "one node, SQLite",
+    "pg1": "one node, PostgreSQL",
+    "pg2": "two nodes, one PostgreSQL schema, clients split between them",
+}
+
+
+@dataclass
+class Target:
+    """One deployment under load: its servers, their API key, its store and its event ids
+    (every target gets the same events, in the same order)."""
+
+    name: str
+    servers: list[ServerProcess]
+    token: str
+    events: Events
+    sqlite_db: Path | None = None
+    pg_schema: str | None = None
+    integrator: int | None = None  # pg2: the index of the node that integrates the log
+
+    @property
+    def prefix(self) -> str:
+        return "" if self.name == "sqlite" else f"{self.name}."
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self.servers]
+
+
+def init_nodes(parent: Path, url: str, count: int) -> tuple[list[Path], str]:
+    """``trailseal init --storage URL`` one data directory, bootstrap its operator key,
+    then copy it per node (the same keys and configuration on every node)."""
+    first = parent / "node0"
+    done = subprocess.run(
+        [*TRAILSEAL, "--data-dir", str(first), "init", "--storage", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"trailseal init --storage failed: {done.stderr[-2000:]}")
+    service, token = Service.open(first)
+    service.close()
+    if token is None:
+        raise SystemExit(f"{first}: no bootstrap API key was made")
+    dirs = [first]
+    for i in range(1, count):
+        dirs.append(parent / f"node{i}")
+        shutil.copytree(first, dirs[-1])
+    for d in dirs:  # each node keeps a search index of its own
+        (d / "search.db").unlink(missing_ok=True)
+    return dirs, token
+
+
+def wait_for_integrator(server: ServerProcess, timeout_s: float = 30) -> None:
+    """Until ``server``'s /readyz says it integrates the log."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        body = httpx.get(f"{server.url}/readyz", timeout=5).json()
+        if LOG in body.get("cluster", {}).get("integrating", []):
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"{server.url} did not become the integrator of {LOG!r} in {timeout_s:g} s")
+
+
+def start_target(
+    name: str,
+    workdir: Path,
+    log_level: str,
+    pool: list[dict[str, Any]],
+    pg: bench_pg.Scratch | None,
+) -> Target:
+    """Start the servers of one deployment on a new store (PostgreSQL ones in a schema
+    of ``pg``, the run's scratch schemas)."""
+    parent = workdir / name
+    parent.mkdir()
+    if name == "sqlite":
+        server = ServerProcess(parent / "data", log_level)
+        return Target(
+            name, [server], server.token, Events(pool), sqlite_db=parent / "data" / "trailseal.db"
+        )
+    assert pg is not None, "PostgreSQL targets need the run's scratch schemas"
+    schema = pg.schema(name)
+    dirs, token = init_nodes(parent, bench_pg.store_url(pg.dsn, schema), 1 if name == "pg1" else 2)
+    servers: list[ServerProcess] = []
+    target = Target(name, servers, token, Events(pool), pg_schema=schema)
+    try:
+        for d in dirs:
+            servers.append(
+                ServerProcess(d, log_level, token=token, stderr_path=parent / f"{d.name}.log")
+            )
+            if len(servers) == 1:
+                # The first node takes the integrator lock before the second starts, so
+                # node0 integrates and node1 queues: known roles for the table.
+                wait_for_integrator(servers[0])
+                target.integrator = 0
+    except BaseException:
+        stop_target(target)
+        raise
+    return target
+
+
+def stop_target(target: Target) -> list[int]:
+    """SIGTERM every server of the target; their exit statuses."""
+    return [s.stop() for s in target.servers]
+
+
 def run_http(
     res: Results,
-    server: ServerProcess,
-    events: Events,
+    targets: Sequence[Target],
     clients: Sequence[int],
     batch_sizes: Sequence[int],
     seconds: float,
@@ -315,33 +462,58 @@ def run_http(
     modes += [(f"batch{b}", b) for b in batch_sizes]
     for mode, batch in modes:
         for n in clients:
-            log(f"http {mode}: {n} clients for {seconds:g} s")
-            phase = asyncio.run(drive(server.url, server.token, events, n, batch, seconds))
-            stats = percentiles_ms(phase.latencies_s)
-            key = f"http.{mode}.c{n}"
-            res.add(f"{key}.events_per_s", phase.events / phase.seconds, "events/s")
-            res.add(f"{key}.p50_ms", stats["p50"], "ms", "time to receipt per request")
-            res.add(f"{key}.p99_ms", stats["p99"], "ms")
-            res.add(f"{key}.mean_ms", stats["mean"], "ms")
-            res.add(f"{key}.requests", phase.requests, "requests", f"in {phase.seconds:.1f} s")
+            # The targets take turns row by row: drifting load hits them alike.
+            for t in targets:
+                log(f"http {t.name} {mode}: {n} clients for {seconds:g} s")
+                phase = asyncio.run(drive(t.urls, t.token, t.events, n, batch, seconds))
+                stats = percentiles_ms(phase.latencies_s)
+                key = f"{t.prefix}http.{mode}.c{n}"
+                res.add(f"{key}.events_per_s", phase.events / phase.seconds, "events/s")
+                res.add(f"{key}.p50_ms", stats["p50"], "ms", "time to receipt per request")
+                res.add(f"{key}.p99_ms", stats["p99"], "ms")
+                res.add(f"{key}.mean_ms", stats["mean"], "ms")
+                res.add(f"{key}.requests", phase.requests, "requests", f"in {phase.seconds:.1f} s")
 
 
-def check_server_log(res: Results, data_dir: Path, sent: int) -> None:
-    """Every event the server acknowledged is stored, once, and the log verifies."""
-    storage = SqliteStorage(data_dir / "trailseal.db")
+def open_target_store(target: Target, dsn: str) -> Storage:
+    if target.sqlite_db is not None:
+        return SqliteStorage(target.sqlite_db)
+    return PostgresStorage(dsn, schema=str(target.pg_schema), min_size=1, max_size=2, migrate=False)
+
+
+def check_server_log(res: Results, target: Target, dsn: str) -> None:
+    """Every event the target's servers acknowledged is stored, once, and the log verifies;
+    on two nodes, how many of them went through the pending queue."""
+    sent = next(target.events.counter)  # every id taken so far was acknowledged
+    storage = open_target_store(target, dsn)
     try:
         info = storage.get_log(LOG)
         ledger = Ledger(storage, info)
         size = ledger.tree_size()
         if size != sent or storage.entry_count(info.id) != sent:
-            raise SystemExit(f"the server's log holds {size} entries; {sent} were acknowledged")
-        log(f"verifying the server's log ({size:,} entries)")
+            raise SystemExit(
+                f"{target.name}: the log holds {size} entries; {sent} were acknowledged"
+            )
+        log(f"verifying the {target.name} log ({size:,} entries)")
         started = time.perf_counter()
         report = verify_log(ledger, ledger.verifiers())
         if not report.ok:
-            raise SystemExit("verify_log: " + report.problems[0].describe())
-        res.add("server_log.entries", size, "entries")
-        res.add("server_log.verify_seconds", time.perf_counter() - started, "s")
+            raise SystemExit(f"{target.name}: verify_log: " + report.problems[0].describe())
+        res.add(f"{target.prefix}server_log.entries", size, "entries")
+        res.add(f"{target.prefix}server_log.verify_seconds", time.perf_counter() - started, "s")
+        if isinstance(storage, PostgresStorage) and len(target.servers) > 1:
+            with storage.connection("counting queued entries") as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM pending WHERE status IS NOT NULL"
+                ).fetchone()
+            queued = int(row[0]) if row else 0
+            res.add(
+                f"{target.prefix}server_log.queued_entries",
+                queued,
+                "entries",
+                "through the pending queue to the other node's integrator",
+            )
+            res.add(f"{target.prefix}server_log.queued_share", queued / sent, "ratio")
     finally:
         storage.close()
 
@@ -500,20 +672,33 @@ def print_table(res: Results, info: dict[str, Any]) -> None:
         f"  {cfg['seconds']:g} s per row; events of {info['workload']['canonical_bytes_mean']:.0f}"
         f" bytes (canonical, as sent); server log level {cfg['log_level']}"
     )
+    stores = info["stores"]
+    for name, store in stores.items():
+        print(f"  {name:<7}{store['description']}")
+    if "postgres" in info:
+        pg = info["postgres"]
+        print(
+            f"  postgresql {pg['server_version']} at {pg['dsn']}: fsync {pg['fsync']}, "
+            f"synchronous_commit {pg['synchronous_commit']}, shared_buffers {pg['shared_buffers']}"
+        )
     print()
     print(
-        f"{'mode':<12}{'clients':>8}{'requests':>10}{'events/s':>12}"
-        f"{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}"
+        f"{'mode':<12}{'clients':>8}  {'target':<8}{'requests':>10}{'events/s':>12}"
+        f"{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}{'vs sqlite':>11}"
     )
     modes = ["single"] + [f"batch{b}" for b in cfg["batch_sizes"]]
     for mode in modes:
         for n in cfg["clients"]:
-            k = f"http.{mode}.c{n}"
-            print(
-                f"{mode:<12}{n:>8}{m[k + '.requests']['value']:>10,.0f}"
-                f"{m[k + '.events_per_s']['value']:>12,.0f}{m[k + '.p50_ms']['value']:>10,.1f}"
-                f"{m[k + '.p99_ms']['value']:>10,.1f}{m[k + '.mean_ms']['value']:>10,.1f}"
-            )
+            base = m[f"http.{mode}.c{n}.events_per_s"]["value"]
+            for name in stores:
+                k = f"{'' if name == 'sqlite' else name + '.'}http.{mode}.c{n}"
+                rate = m[k + ".events_per_s"]["value"]
+                print(
+                    f"{mode:<12}{n:>8}  {name:<8}{m[k + '.requests']['value']:>10,.0f}"
+                    f"{rate:>12,.0f}{m[k + '.p50_ms']['value']:>10,.1f}"
+                    f"{m[k + '.p99_ms']['value']:>10,.1f}{m[k + '.mean_ms']['value']:>10,.1f}"
+                    f"{'' if name == 'sqlite' else f'{rate / base:.2f}x':>11}"
+                )
     print()
     print("for reference, in one process without HTTP (server stopped):")
     for key, label in (
@@ -537,10 +722,20 @@ def print_table(res: Results, info: dict[str, Any]) -> None:
     )
     p50 = ", ".join(f"{n}: {v:.1f}" for n, v in t["single_p50_ms"]["by_clients"].items())
     print(f"  single-event p50 < {t['single_p50_ms']['target']:g} ms, by clients: {p50}")
-    print(
-        f"server log: {m['server_log.entries']['value']:,.0f} entries, verified in "
-        f"{m['server_log.verify_seconds']['value']:.1f} s"
-    )
+    for name in stores:
+        prefix = "" if name == "sqlite" else name + "."
+        queued = m.get(prefix + "server_log.queued_entries")
+        print(
+            f"{name} server log: {m[prefix + 'server_log.entries']['value']:,.0f} entries, "
+            f"verified in {m[prefix + 'server_log.verify_seconds']['value']:.1f} s"
+            + (
+                f"; {queued['value']:,.0f} "
+                f"({m[prefix + 'server_log.queued_share']['value']:.0%}) came through the "
+                "pending queue to the integrator on the other node"
+                if queued
+                else ""
+            )
+        )
     print(f"wall time: {info['wall_seconds']:.1f} s")
 
 
@@ -583,7 +778,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="JSON results file (default benchmarks/results/http.json)",
     )
     p.add_argument("--keep", action="store_true", help="keep the scratch data directories")
+    p.add_argument(
+        "--targets",
+        default="sqlite",
+        help="deployments to load, comma-separated: sqlite (always, the baseline), pg1 "
+        "(one node on PostgreSQL), pg2 (two nodes on one PostgreSQL schema) (default sqlite)",
+    )
+    p.add_argument(
+        "--postgres-dsn",
+        default=bench_pg.DEFAULT_DSN,
+        help="the PostgreSQL database for pg1/pg2; each target gets a schema of this run, "
+        "dropped at the end (default $TRAILSEAL_BENCH_POSTGRES_DSN or "
+        "postgresql://postgres@127.0.0.1:5432/test)",
+    )
     args = p.parse_args(argv)
+    args.targets = list(dict.fromkeys(t.strip() for t in str(args.targets).split(",") if t.strip()))
+    unknown = sorted(set(args.targets) - set(TARGETS))
+    if unknown or "sqlite" not in args.targets:
+        p.error(
+            "--targets takes sqlite plus any of pg1,pg2 (sqlite is the baseline every run "
+            f"measures); got {','.join(args.targets) or 'nothing'}"
+        )
     if args.clients is None:
         args.clients = "1,8" if args.quick else "1,8,32,64"
     args.clients = [int(s) for s in str(args.clients).split(",") if s.strip()]
@@ -600,6 +815,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     wall_start = time.perf_counter()
+    pg = None
+    if any(t.startswith("pg") for t in args.targets):
+        pg = bench_pg.Scratch.open(args.postgres_dsn, f"--targets {','.join(args.targets)}")
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     # On the repository's filesystem (not a tmpfs): every commit pays a real fsync.
     workdir = Path(tempfile.mkdtemp(prefix="http-", dir=args.cache_dir))
@@ -615,6 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seconds": args.seconds,
             "library_events": args.library_events,
             "log_level": args.log_level,
+            "targets": args.targets,
             "server": "trailseal serve (uvicorn, 1 worker), a subprocess",
             "load_generator": "httpx.AsyncClient, one asyncio loop, this process",
         },
@@ -625,23 +844,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             "canonical_bytes_max": max(sizes),
         },
     }
-    events = Events(pool)
+    if pg is not None:
+        info["postgres"] = {**bench_pg.server_settings(pg.dsn), "run_schema_prefix": pg.prefix}
+    running: list[Target] = []
     try:
-        log("starting trailseal serve")
-        server = ServerProcess(workdir / "data", args.log_level)
         try:
-            run_http(res, server, events, args.clients, args.batch_sizes, args.seconds)
+            for name in args.targets:
+                log(f"starting {name}: {TARGETS[name]}")
+                running.append(start_target(name, workdir, args.log_level, pool, pg))
+            info["stores"] = {
+                t.name: {
+                    "description": TARGETS[t.name],
+                    "nodes": len(t.servers),
+                    "schema": t.pg_schema,
+                    "integrator_node": t.integrator,
+                }
+                for t in running
+            }
+            run_http(res, running, args.clients, args.batch_sizes, args.seconds)
         finally:
-            status = server.stop()
-        if status != 0:
-            log(f"warning: the server exited with status {status} after SIGTERM")
-        info["server_exit_status"] = status
-        sent = next(events.counter)  # every id taken so far was acknowledged
-        check_server_log(res, workdir / "data", sent)
+            statuses = {t.name: stop_target(t) for t in running}
+        for name, codes in statuses.items():
+            if any(codes):
+                log(f"warning: {name}: a server exited with status {codes} after SIGTERM")
+        info["server_exit_status"] = max(
+            (abs(c) for cs in statuses.values() for c in cs), default=0
+        )
+        info["server_exit_statuses"] = statuses
+        for t in running:
+            check_server_log(res, t, args.postgres_dsn)
+        events = running[0].events  # sqlite's: the library rates take fresh ids after it
         run_library(res, workdir, events, args.library_events, max(200, args.library_events // 10))
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+        if pg is not None:
+            pg.drop_all()
     info["targets"] = targets(res, args.clients, args.batch_sizes)
     info["wall_seconds"] = time.perf_counter() - wall_start
     info["machine"]["loadavg_at_end"] = load_average()

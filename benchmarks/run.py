@@ -4,11 +4,15 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/run.py            # the default run (builds/reuses 1M log)
     .venv/bin/python benchmarks/run.py --quick    # a smoke run of a few seconds
+    .venv/bin/python benchmarks/run.py --storage sqlite,postgres   # PostgreSQL beside SQLite
 
 Everything is measured in one process, one after the other, so the ratios printed side
 by side come from the same machine state. See ``benchmarks/README.md`` for what each
 number means and how it is taken. Results go to stdout as a plain-text table and to a
-JSON file (``--out``).
+JSON file (``--out``). With ``--storage sqlite,postgres`` the append, verify, storage and
+proof measurements are also taken on PostgreSQL (in schemas of this run, dropped at the
+end), interleaved with the SQLite ones; their keys are the SQLite keys with ``postgres.``
+in front.
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bench_pg
 from trailseal.core.merkle import verify_consistency, verify_inclusion
 from trailseal.core.note import NoteSigner
 from trailseal.core.tiles import TILE_WIDTH
 from trailseal.ledger import Ledger, PreparedEntry, prepare
-from trailseal.storage import KeyEvent, SqliteStorage
+from trailseal.storage import KeyEvent, SqliteStorage, Storage
+from trailseal.storage.postgres import PostgresStorage
 from trailseal.verify import verify_log
 
 HERE = Path(__file__).resolve().parent
@@ -60,6 +66,22 @@ FLOOR_PRAGMAS = (
     "PRAGMA synchronous = FULL",
     "PRAGMA cache_size = -65536",
 )
+
+
+@dataclass(frozen=True)
+class PgSchema:
+    """A PostgreSQL schema holding a benchmark store (the counterpart of a SQLite file)."""
+
+    dsn: str
+    schema: str
+
+
+Place = Path | PgSchema
+"""Where a benchmark store lives: a SQLite database file or a PostgreSQL schema."""
+
+ENGINES = ("sqlite", "postgres")
+PG = "postgres."
+"""Prefix of every PostgreSQL measurement: ``postgres.`` + the key of its SQLite twin."""
 
 
 # -- results ------------------------------------------------------------------------------
@@ -190,18 +212,26 @@ def batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 # -- helpers ------------------------------------------------------------------------------
 
 
-def new_log(path: Path) -> tuple[SqliteStorage, Ledger, NoteSigner]:
-    """A fresh SQLite store with one log and its key registered (as DataDir.init does)."""
-    storage = SqliteStorage(path)
+def open_store(place: Place, *, create: bool = False) -> Storage:
+    """A new store on ``place``; a PostgreSQL schema is created (migrated) when ``create``."""
+    if isinstance(place, Path):
+        return SqliteStorage(place)
+    # One benchmark thread needs one connection; a second covers the pool's own checks.
+    return PostgresStorage(place.dsn, schema=place.schema, min_size=1, max_size=2, migrate=create)
+
+
+def new_log(place: Place) -> tuple[Storage, Ledger, NoteSigner]:
+    """A fresh store with one log and its key registered (as DataDir.init does)."""
+    storage = open_store(place, create=True)
     info = storage.create_log(LOG_NAME, ORIGIN, CREATED)
     signer = NoteSigner.generate(ORIGIN)
     storage.add_key_event(info.id, KeyEvent(signer.verifier.to_string(), "added", CREATED))
     return storage, Ledger(storage, info, [signer]), signer
 
 
-def open_ledger(path: Path) -> tuple[SqliteStorage, Ledger]:
-    """A new SqliteStorage and a read-only Ledger on an existing database file."""
-    storage = SqliteStorage(path)
+def open_ledger(place: Place) -> tuple[Storage, Ledger]:
+    """A new store and a read-only Ledger on an existing benchmark log."""
+    storage = open_store(place)
     return storage, Ledger(storage, storage.get_log(LOG_NAME))
 
 
@@ -273,9 +303,9 @@ def filesystem_type(path: Path) -> str:
 # -- 1. durable batched append ------------------------------------------------------------
 
 
-def bench_ledger_append(path: Path, records: Sequence[Any], batch: int) -> float:
+def bench_ledger_append(place: Place, records: Sequence[Any], batch: int) -> float:
     """(a) Ledger.append(records): canonicalize + store + tree + sign, one commit a batch."""
-    storage, ledger, _ = new_log(path)
+    storage, ledger, _ = new_log(place)
     groups = batches(records, batch)
     try:
         start = time.perf_counter()
@@ -288,10 +318,10 @@ def bench_ledger_append(path: Path, records: Sequence[Any], batch: int) -> float
 
 
 def bench_ledger_append_prepared(
-    path: Path, prepared: Sequence[PreparedEntry], batch: int
+    place: Place, prepared: Sequence[PreparedEntry], batch: int
 ) -> float:
     """(b) Ledger.append_prepared: storage + tree + signing only."""
-    storage, ledger, _ = new_log(path)
+    storage, ledger, _ = new_log(place)
     groups = batches(prepared, batch)
     try:
         start = time.perf_counter()
@@ -377,14 +407,48 @@ def bench_pymerkle_with_root(path: Path, data: Sequence[bytes], batch: int) -> f
     return len(data) / elapsed
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One append variant: its measurement name, its engine and how to run it."""
+
+    name: str
+    engine: str  # "sqlite" | "postgres"
+    run: Callable[[Any, int], float]  # (place, batch) -> entries/s
+
+    @property
+    def key(self) -> str:
+        return self.name if self.engine == "sqlite" else PG + self.name
+
+
+class Places:
+    """Fresh places for the append runs: files in the work directory, and schemas of
+    this run on PostgreSQL. The previous round's are dropped as a round starts."""
+
+    def __init__(self, workdir: Path, pg: bench_pg.Scratch | None) -> None:
+        self.workdir = workdir
+        self.pg = pg
+
+    def new(self, v: Variant, batch: int, r: int) -> Place:
+        if v.engine == "sqlite":
+            return self.workdir / f"{v.name}-{batch}-r{r}.db"
+        assert self.pg is not None
+        return PgSchema(self.pg.dsn, self.pg.schema(f"{v.name}_{batch}_r{r}"))
+
+    def discard(self, place: Place) -> None:
+        if isinstance(place, Path):
+            remove_db(place)
+        elif self.pg is not None:
+            self.pg.drop(place.schema)
+
+
 def run_appends(
     res: Results,
-    workdir: Path,
+    places: Places,
     n: int,
     batch_sizes: Sequence[int],
     rounds: int,
     pymerkle_root: bool,
-) -> dict[int, Path]:
+) -> dict[int, dict[str, Place]]:
     log(f"[append] generating {n:,} audit events")
     records = audit_events(n)
     start = time.perf_counter()
@@ -405,45 +469,70 @@ def run_appends(
     )
     res.info["workload_example"] = data[0].decode()
 
-    variants: list[tuple[str, Callable[[Path, int], float]]] = [
-        ("floor_sqlite", lambda path, batch: bench_floor(path, data, batch)),
-        ("ledger_append", lambda path, batch: bench_ledger_append(path, records, batch)),
-        (
-            "ledger_append_prepared",
-            lambda path, batch: bench_ledger_append_prepared(path, prepared, batch),
+    variants = [
+        Variant("floor_sqlite", "sqlite", lambda path, batch: bench_floor(path, data, batch)),
+        Variant(
+            "ledger_append",
+            "sqlite",
+            lambda place, batch: bench_ledger_append(place, records, batch),
         ),
-        ("pymerkle_sqlite", lambda path, batch: bench_pymerkle(path, data, batch)),
+        Variant(
+            "ledger_append_prepared",
+            "sqlite",
+            lambda place, batch: bench_ledger_append_prepared(place, prepared, batch),
+        ),
+        Variant("pymerkle_sqlite", "sqlite", lambda path, batch: bench_pymerkle(path, data, batch)),
     ]
     if pymerkle_root:
         variants.append(
-            (
+            Variant(
                 "pymerkle_sqlite_with_root",
+                "sqlite",
                 lambda path, batch: bench_pymerkle_with_root(path, data, batch),
             )
         )
-    res.info["pymerkle_sqlite_pragmas"] = pymerkle_pragmas(workdir / "pymerkle-pragmas.db")
+    if places.pg is not None:
+        pg = places.pg
+        variants += [
+            Variant(
+                "floor_postgres",
+                "postgres",
+                lambda place, batch: bench_pg.bench_floor(pg.dsn, place.schema, data, batch),
+            ),
+            Variant(
+                "ledger_append",
+                "postgres",
+                lambda place, batch: bench_ledger_append(place, records, batch),
+            ),
+            Variant(
+                "ledger_append_prepared",
+                "postgres",
+                lambda place, batch: bench_ledger_append_prepared(place, prepared, batch),
+            ),
+        ]
+    res.info["pymerkle_sqlite_pragmas"] = pymerkle_pragmas(places.workdir / "pymerkle-pragmas.db")
 
-    ledger_dbs: dict[int, Path] = {}
+    last_places: dict[int, dict[str, Place]] = {}
     for batch in batch_sizes:
         tag = f"append.batch{batch}"
-        # Rounds interleave the variants (floor, a, b, d, d' ; floor, a, ...) so that
-        # drifting machine noise hits all of them alike; each run is a fresh database.
-        samples: dict[str, list[float]] = {name: [] for name, _ in variants}
-        paths: dict[str, Path] = {}
+        # Rounds interleave the variants (floor, a, b, d, d', PostgreSQL's ; floor, a, ...)
+        # so that drifting machine noise hits all of them alike; each run is a fresh store.
+        samples: dict[str, list[float]] = {v.key: [] for v in variants}
+        last: dict[str, Place] = {}
         for r in range(rounds):
-            for name, bench in variants:
-                path = workdir / f"{name}-{batch}-r{r}.db"
-                if r:
-                    remove_db(workdir / f"{name}-{batch}-r{r - 1}.db")
-                log(f"[append] batch {batch} round {r + 1}/{rounds}: {name}")
+            for v in variants:
+                if v.key in last:
+                    places.discard(last[v.key])
+                place = places.new(v, batch, r)
+                log(f"[append] batch {batch} round {r + 1}/{rounds}: {v.engine} {v.name}")
                 gc.collect()
-                samples[name].append(bench(path, batch))
-                paths[name] = path
-        rate = {name: statistics.median(values) for name, values in samples.items()}
-        for name, _ in variants:
+                samples[v.key].append(v.run(place, batch))
+                last[v.key] = place
+        rate = {key: statistics.median(values) for key, values in samples.items()}
+        for v in variants:
             res.add(
-                f"{tag}.{name}",
-                rate[name],
+                f"{PG if v.engine == 'postgres' else ''}{tag}.{v.name}",
+                rate[v.key],
                 "entries/s",
                 f"median of {rounds}" if rounds > 1 else "",
             )
@@ -454,25 +543,37 @@ def run_appends(
         res.add(f"{tag}.ratio_prepared_vs_floor", b / c, "ratio")
         res.add(f"{tag}.ratio_append_vs_pymerkle", a / d, "ratio")
         res.add(f"{tag}.ratio_prepared_vs_pymerkle", b / d, "ratio")
-        ledger_dbs[batch] = paths["ledger_append"]
-        record_storage(res, batch, n, mean_bytes, paths)
+        if places.pg is not None:
+            pa, pb = rate[PG + "ledger_append"], rate[PG + "ledger_append_prepared"]
+            pc = rate[PG + "floor_postgres"]
+            res.add(f"{PG}{tag}.ratio_append_vs_floor", pa / pc, "ratio")
+            res.add(f"{PG}{tag}.ratio_prepared_vs_floor", pb / pc, "ratio")
+            res.add(f"{PG}{tag}.ratio_append_vs_sqlite", pa / a, "ratio")
+            res.add(f"{PG}{tag}.ratio_prepared_vs_sqlite", pb / b, "ratio")
+        last_places[batch] = last
+        record_storage(res, batch, n, mean_bytes, last)
     res.add(
         "storage.tree_bytes_per_entry",
         tree_bytes_per_leaf(n),
         "bytes/entry",
         "32 per leaf + 32/256 per full tile level above",
     )
-    return ledger_dbs
+    return last_places
+
+
+def as_path(place: Place) -> Path:
+    assert isinstance(place, Path), place
+    return place
 
 
 def record_storage(
-    res: Results, batch: int, n: int, mean_bytes: float, paths: dict[str, Path]
+    res: Results, batch: int, n: int, mean_bytes: float, places: dict[str, Place]
 ) -> None:
     """4. Stored bytes per entry of the ledger.append log, the floor table and pymerkle."""
-    ledger_path = paths["ledger_append"]
+    ledger_path = as_path(places["ledger_append"])
     per_entry = checkpointed_bytes(ledger_path) / n
-    floor = checkpointed_bytes(paths["floor_sqlite"]) / n
-    pm = checkpointed_bytes(paths["pymerkle_sqlite"]) / n
+    floor = checkpointed_bytes(as_path(places["floor_sqlite"])) / n
+    pm = checkpointed_bytes(as_path(places["pymerkle_sqlite"])) / n
     tree = tree_bytes_per_leaf(n)
     tag = f"storage.batch{batch}"
     res.add(f"{tag}.ledger_bytes_per_entry", per_entry, "bytes/entry")
@@ -490,30 +591,53 @@ def record_storage(
         "entries": n,
         "bytes_by_table": table_bytes(ledger_path),
     }
+    pg_ledger = places.get(PG + "ledger_append")
+    if isinstance(pg_ledger, PgSchema):
+        # Tables with their indexes and TOAST, as they stand (no VACUUM).
+        by_table = bench_pg.schema_bytes(pg_ledger.dsn, pg_ledger.schema)
+        pg_floor = places[PG + "floor_postgres"]
+        assert isinstance(pg_floor, PgSchema)
+        pg_per_entry = sum(by_table.values()) / n
+        pg_floor_per_entry = sum(bench_pg.schema_bytes(pg_floor.dsn, pg_floor.schema).values()) / n
+        res.add(f"{PG}{tag}.ledger_bytes_per_entry", pg_per_entry, "bytes/entry")
+        res.add(f"{PG}{tag}.floor_bytes_per_entry", pg_floor_per_entry, "bytes/entry")
+        res.add(f"{PG}{tag}.ratio_vs_canonical", pg_per_entry / mean_bytes, "ratio")
+        res.add(f"{PG}{tag}.ratio_vs_floor", pg_per_entry / pg_floor_per_entry, "ratio")
+        res.add(
+            f"{PG}{tag}.ratio_vs_canonical_plus_tree", pg_per_entry / (mean_bytes + tree), "ratio"
+        )
+        res.info[f"postgres_storage_breakdown_batch{batch}"] = {
+            "entries": n,
+            "bytes_by_table": by_table,
+        }
 
 
 # -- 2. full verify -----------------------------------------------------------------------
 
 
-def run_verify(res: Results, ledger_dbs: dict[int, Path], n: int) -> None:
-    for batch, path in ledger_dbs.items():
-        log(f"[verify] verify_log on the batch-{batch} log")
-        storage, ledger = open_ledger(path)
-        try:
-            gc.collect()
-            start = time.perf_counter()
-            report = verify_log(ledger, ledger.verifiers())
-            elapsed = time.perf_counter() - start
-        finally:
-            storage.close()
-        if not report.ok or report.entries_checked != n:
-            raise SystemExit(f"verify_log failed on {path}: {report.problems[:3]}")
-        res.add(
-            f"verify.batch{batch}.rate",
-            n / elapsed,
-            "entries/s",
-            f"{report.checkpoints_checked} checkpoints, {report.tiles_checked} tiles",
-        )
+def run_verify(res: Results, last_places: dict[int, dict[str, Place]], n: int) -> None:
+    for batch, places in last_places.items():
+        for prefix in ("", PG):
+            place = places.get(prefix + "ledger_append")
+            if place is None:
+                continue
+            log(f"[verify] verify_log on the {prefix or 'sqlite.'}batch-{batch} log")
+            storage, ledger = open_ledger(place)
+            try:
+                gc.collect()
+                start = time.perf_counter()
+                report = verify_log(ledger, ledger.verifiers())
+                elapsed = time.perf_counter() - start
+            finally:
+                storage.close()
+            if not report.ok or report.entries_checked != n:
+                raise SystemExit(f"verify_log failed on {place}: {report.problems[:3]}")
+            res.add(
+                f"{prefix}verify.batch{batch}.rate",
+                n / elapsed,
+                "entries/s",
+                f"{report.checkpoints_checked} checkpoints, {report.tiles_checked} tiles",
+            )
 
 
 # -- 3. proof latency ---------------------------------------------------------------------
@@ -523,11 +647,18 @@ def proof_log_path(cache_dir: Path, size: int) -> Path:
     return cache_dir / f"proofs-v{PROOF_LOG_FORMAT}-{size}.db"
 
 
-def cached_log_is_usable(path: Path, size: int) -> bool:
-    if not path.exists():
+def pg_proof_schema(size: int) -> str:
+    """The schema a cached PostgreSQL proof log of ``size`` entries is kept in."""
+    return f"bench_cache_proofs_v{PROOF_LOG_FORMAT}_{size}"
+
+
+def cached_log_is_usable(place: Place, size: int) -> bool:
+    if isinstance(place, Path) and not place.exists():
+        return False
+    if isinstance(place, PgSchema) and not bench_pg.schema_exists(place.dsn, place.schema):
         return False
     try:
-        storage, ledger = open_ledger(path)
+        storage, ledger = open_ledger(place)
     except Exception:  # any failure: rebuild it
         return False
     try:
@@ -538,11 +669,9 @@ def cached_log_is_usable(path: Path, size: int) -> bool:
         storage.close()
 
 
-def build_proof_log(res: Results, path: Path, size: int) -> None:
+def build_proof_log(res: Results, prefix: str, place: Place, size: int) -> None:
     """Build a log of ``size`` small entries with append_prepared, 50,000 per commit."""
-    tmp = path.with_name(path.name + ".building")
-    remove_db(tmp)
-    storage, ledger, _ = new_log(tmp)
+    storage, ledger, _ = new_log(place)
     prepare_s = append_s = 0.0
     try:
         for start in range(0, size, PROOF_BUILD_BATCH):
@@ -553,20 +682,18 @@ def build_proof_log(res: Results, path: Path, size: int) -> None:
             ledger.append_prepared(group)
             append_s += time.perf_counter() - t1
             prepare_s += t1 - t0
-            if stop % 1_000_000 == 0:
-                log(f"[proofs]   {stop:,} / {size:,}")
+            if stop % 1_000_000 == 0 or (prefix and stop % 200_000 == 0):
+                log(f"[proofs]   {prefix}{stop:,} / {size:,}")
     finally:
         storage.close()
-    checkpointed_bytes(tmp)
-    tmp.rename(path)
     res.add(
-        f"proofs.{size}.build_seconds",
+        f"{prefix}proofs.{size}.build_seconds",
         prepare_s + append_s,
         "s",
         "built now (not cached): prepare() + append_prepared in 50,000-entry commits",
     )
     res.add(
-        f"proofs.{size}.build_append_rate",
+        f"{prefix}proofs.{size}.build_append_rate",
         size / append_s,
         "entries/s",
         "append_prepared with 50,000-entry batches of small entries",
@@ -591,7 +718,11 @@ def prepare_proof_log(res: Results, cache_dir: Path, size: int) -> Path:
         res.info[f"proof_log_{size}"] = {"path": str(path), "cached": True}
     else:
         log(f"[proofs] building a {size:,}-entry log at {path}")
-        build_proof_log(res, path, size)
+        tmp = path.with_name(path.name + ".building")
+        remove_db(tmp)
+        build_proof_log(res, "", tmp, size)
+        checkpointed_bytes(tmp)
+        tmp.rename(path)
         res.info[f"proof_log_{size}"] = {"path": str(path), "cached": False}
     res.add(
         f"proofs.{size}.db_bytes_per_entry",
@@ -608,13 +739,43 @@ def prepare_proof_log(res: Results, cache_dir: Path, size: int) -> Path:
     return path
 
 
-def check_proofs(path: Path, size: int, rng: random.Random) -> None:
+def prepare_pg_proof_log(res: Results, pg: bench_pg.Scratch, cache: bool, size: int) -> PgSchema:
+    """The PostgreSQL proof log of ``size`` entries: kept between runs in the schema
+    :func:`pg_proof_schema` when ``cache``, else built in a schema of this run."""
+    if not cache:
+        place = PgSchema(pg.dsn, pg.schema(f"proofs_{size}"))
+        log(f"[proofs] building a {size:,}-entry PostgreSQL log in schema {place.schema}")
+        build_proof_log(res, PG, place, size)
+        res.info[f"postgres_proof_log_{size}"] = {"schema": place.schema, "cached": False}
+    else:
+        place = PgSchema(pg.dsn, pg_proof_schema(size))
+        if cached_log_is_usable(place, size):
+            log(f"[proofs] reusing the cached {size:,}-entry PostgreSQL log {place.schema}")
+            res.info[f"postgres_proof_log_{size}"] = {"schema": place.schema, "cached": True}
+        else:
+            building = PgSchema(pg.dsn, place.schema + "_building")
+            bench_pg.drop_schemas(pg.dsn, [building.schema, place.schema])
+            log(f"[proofs] building a {size:,}-entry PostgreSQL log in schema {place.schema}")
+            build_proof_log(res, PG, building, size)
+            bench_pg.rename_schema(pg.dsn, building.schema, place.schema)
+            res.info[f"postgres_proof_log_{size}"] = {"schema": place.schema, "cached": False}
+    by_table = bench_pg.schema_bytes(pg.dsn, place.schema)
+    res.add(
+        f"{PG}proofs.{size}.db_bytes_per_entry",
+        sum(by_table.values()) / size,
+        "bytes/entry",
+        "50,000-entry commits; tables with indexes and TOAST",
+    )
+    return place
+
+
+def check_proofs(place: Place, size: int, rng: random.Random) -> None:
     """Untimed sanity: proofs verify against the signed checkpoints."""
-    storage, ledger = open_ledger(path)
+    storage, ledger = open_ledger(place)
     try:
         latest = ledger.checkpoint()
         if latest is None or latest.tree_size != size:
-            raise SystemExit(f"{path} does not hold a {size}-entry log")
+            raise SystemExit(f"{place} does not hold a {size}-entry log")
         for _ in range(20):
             i = rng.randrange(size)
             proof = ledger.inclusion_proof(i)
@@ -634,16 +795,17 @@ def proof_query(ledger: Ledger, kind: str, arg: int) -> list[bytes]:
 
 
 def time_proofs(
-    path: Path, kind: str, draw: Callable[[], int], cold: int, queries: int
+    place: Place, kind: str, draw: Callable[[], int], cold: int, queries: int
 ) -> tuple[list[float], list[float]]:
     """Cold and warm latency samples (seconds) of one kind of proof."""
-    # COLD: a new SqliteStorage (new connection, empty SQLite page cache) and a new
-    # Ledger (empty tile and node caches) for every query. The reader connection is
-    # opened before the clock starts: this is the first proof a fresh Ledger serves.
+    # COLD: a new store (new connection: for SQLite an empty page cache; PostgreSQL's
+    # shared buffers stay warm) and a new Ledger (empty tile and node caches) for every
+    # query. The connection is opened before the clock starts: this is the first proof
+    # a fresh Ledger serves.
     cold_samples = []
     for _ in range(cold):
         arg = draw()
-        storage, ledger = open_ledger(path)
+        storage, ledger = open_ledger(place)
         try:
             storage.latest_checkpoint(ledger.log.id)  # opens this thread's reader
             start = time.perf_counter()
@@ -653,7 +815,7 @@ def time_proofs(
             storage.close()
     # WARM: one Ledger answers `queries` random queries untimed, then `queries` more timed.
     warm_samples = []
-    storage, ledger = open_ledger(path)
+    storage, ledger = open_ledger(place)
     try:
         for _ in range(queries):
             proof_query(ledger, kind, draw())
@@ -667,22 +829,21 @@ def time_proofs(
     return cold_samples, warm_samples
 
 
-def run_proofs(res: Results, cache_dir: Path, size: int, queries: int, cold: int) -> None:
-    path = prepare_proof_log(res, cache_dir, size)
+def run_proofs(res: Results, prefix: str, place: Place, size: int, queries: int, cold: int) -> None:
     rng = random.Random(SEED + size)
-    check_proofs(path, size, rng)
+    check_proofs(place, size, rng)
     draws: dict[str, Callable[[], int]] = {
         "inclusion": lambda: rng.randrange(size),  # a leaf index
         "consistency": lambda: rng.randrange(1, size),  # an older tree size
     }
     for kind, draw in draws.items():
-        log(f"[proofs] {size:,}: {kind} proofs, {cold} cold and {queries} warm")
+        log(f"[proofs] {prefix}{size:,}: {kind} proofs, {cold} cold and {queries} warm")
         gc.collect()
-        cold_samples, warm_samples = time_proofs(path, kind, draw, cold, queries)
+        cold_samples, warm_samples = time_proofs(place, kind, draw, cold, queries)
         for mode, samples in (("cold", cold_samples), ("warm", warm_samples)):
             for stat, value in percentiles(samples).items():
                 res.add(
-                    f"proofs.{size}.{kind}.{mode}.{stat}",
+                    f"{prefix}proofs.{size}.{kind}.{mode}.{stat}",
                     value,
                     "us",
                     f"{len(samples)} queries" if stat == "mean" else "",
@@ -769,11 +930,21 @@ def print_table(res: Results, info: dict[str, Any]) -> None:
         f"  git {machine['git_commit'][:12]}  pymerkle {machine['pymerkle']}  load average "
         f"{machine['loadavg_at_start']} at start, {machine['loadavg_at_end']} at end"
     )
+    pg = info.get("postgres")
+    if pg:
+        print(
+            f"  postgresql {pg['server_version']} at {pg['dsn']}: fsync {pg['fsync']}, "
+            f"synchronous_commit {pg['synchronous_commit']}, wal_sync_method "
+            f"{pg['wal_sync_method']}, shared_buffers {pg['shared_buffers']}"
+        )
     print()
     width = max(len(k) for k in m) + 2
     section = ""
-    for key, entry in m.items():
-        head = key.split(".")[0]
+    # SQLite's measurements first, then PostgreSQL's (grouped by their second part).
+    ordered = [k for k in m if not k.startswith(PG)] + [k for k in m if k.startswith(PG)]
+    for key in ordered:
+        entry = m[key]
+        head = ".".join(key.split(".")[: 2 if key.startswith(PG) else 1])
         if head != section:
             section = head
             print(f"-- {section} " + "-" * (width + 20 - len(section)))
@@ -781,15 +952,44 @@ def print_table(res: Results, info: dict[str, Any]) -> None:
         note = f"  ({entry['note']})" if entry.get("note") else ""
         print(f"{key:<{width}}{value:>16} {entry['unit']:<12}{note}")
     for key, value in info.items():
-        if key.startswith("storage_breakdown") and value["bytes_by_table"]:
+        if "storage_breakdown" in key and value["bytes_by_table"]:
             n = value["entries"]
             parts = ", ".join(
                 f"{name} {size / n:.1f}"
                 for name, size in value["bytes_by_table"].items()
                 if size / n >= 0.5
             )
-            print(f"{key} (bytes/entry by table or index, dbstat): {parts}")
+            how = (
+                "table with its indexes" if key.startswith("postgres") else "table or index, dbstat"
+            )
+            print(f"{key} (bytes/entry by {how}): {parts}")
+    if pg:
+        print_comparison(m)
     print(f"wall time: {info['wall_seconds']:.1f} s")
+
+
+def print_comparison(m: dict[str, dict[str, Any]]) -> None:
+    """SQLite and PostgreSQL side by side: every PostgreSQL rate, size or latency next to
+    its SQLite twin from the same run."""
+    rows = []
+    for pg_key, entry in m.items():
+        if not pg_key.startswith(PG) or entry["unit"] == "ratio":
+            continue
+        key = pg_key.removeprefix(PG).replace("floor_postgres", "floor_sqlite")
+        if key not in m or key.endswith((".mean", ".build_seconds")):
+            continue
+        rows.append((key, m[key]["value"], entry["value"], entry["unit"]))
+    if not rows:
+        return
+    width = max(len(r[0]) for r in rows) + 2
+    print()
+    print("SQLite and PostgreSQL, same run (floor: each engine's own)")
+    print(f"{'measurement':<{width}}{'sqlite':>14}{'postgres':>14}  {'unit':<12}{'pg/sqlite':>10}")
+    for key, lite, pg, unit in rows:
+        print(
+            f"{key:<{width}}{format_value(lite, unit):>14}{format_value(pg, unit):>14}  "
+            f"{unit:<12}{pg / lite:>9.2f}x"
+        )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -857,7 +1057,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="JSON results file (default benchmarks/results/latest.json)",
     )
     p.add_argument("--keep", action="store_true", help="keep the append benchmark databases")
+    p.add_argument(
+        "--storage",
+        default="sqlite",
+        help="engines to measure, comma-separated: sqlite (always, the baseline) and "
+        "postgres (default sqlite)",
+    )
+    p.add_argument(
+        "--postgres-dsn",
+        default=bench_pg.DEFAULT_DSN,
+        help="the PostgreSQL database for --storage postgres; the run's schemas are dropped "
+        "at the end (default $TRAILSEAL_BENCH_POSTGRES_DSN or "
+        "postgresql://postgres@127.0.0.1:5432/test)",
+    )
+    p.add_argument(
+        "--pg-no-cache",
+        action="store_true",
+        help="build the PostgreSQL proof logs in this run's schemas and drop them at the end, "
+        "instead of keeping them in bench_cache_proofs_v1_<size> schemas for the next run",
+    )
     args = p.parse_args(argv)
+    args.storage = [s.strip() for s in str(args.storage).split(",") if s.strip()]
+    unknown = sorted(set(args.storage) - set(ENGINES))
+    if unknown or "sqlite" not in args.storage:
+        p.error(
+            f"--storage takes sqlite or sqlite,postgres (sqlite is the baseline every run "
+            f"measures); got {','.join(args.storage) or 'nothing'}"
+        )
     if args.entries is None:
         args.entries = 5_000 if args.quick else 50_000
     if args.proof_sizes is None:
@@ -883,9 +1109,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     # The append databases live next to the cache: on the same (real, not tmpfs)
     # filesystem as the repository, so fsync costs what it costs in production.
+    pg = None
+    if "postgres" in args.storage:
+        pg = bench_pg.Scratch.open(args.postgres_dsn, "--storage postgres")
     workdir = Path(tempfile.mkdtemp(prefix="run-", dir=args.cache_dir))
     res = Results()
     info: dict[str, Any] = {"machine": machine_info(workdir)}
+    if pg is not None:
+        info["postgres"] = {
+            **bench_pg.server_settings(pg.dsn),
+            "run_schema_prefix": pg.prefix,
+            "proof_log_cache": not args.pg_no_cache,
+        }
     info["same_filesystem_as_repo"] = same_filesystem(workdir, REPO)
     info["config"] = {
         "quick": args.quick,
@@ -897,17 +1132,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cold_queries": args.cold_queries,
         "proof_build_batch": PROOF_BUILD_BATCH,
         "seed": SEED,
+        "storage": args.storage,
     }
     try:
-        ledger_dbs = run_appends(
-            res, workdir, args.entries, args.batch_sizes, args.rounds, not args.no_pymerkle_root
+        last_places = run_appends(
+            res,
+            Places(workdir, pg),
+            args.entries,
+            args.batch_sizes,
+            args.rounds,
+            not args.no_pymerkle_root,
         )
-        run_verify(res, ledger_dbs, args.entries)
+        run_verify(res, last_places, args.entries)
         for size in args.proof_sizes:
-            run_proofs(res, args.cache_dir, size, args.queries, args.cold_queries)
+            place: Place = prepare_proof_log(res, args.cache_dir, size)
+            run_proofs(res, "", place, size, args.queries, args.cold_queries)
+            if pg is not None:
+                place = prepare_pg_proof_log(res, pg, not args.pg_no_cache, size)
+                run_proofs(res, PG, place, size, args.queries, args.cold_queries)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+        if pg is not None:
+            # Even with --keep: the database is shared (the tests use it too).
+            pg.drop_all()
     info["wall_seconds"] = time.perf_counter() - wall_start
     info["machine"]["loadavg_at_end"] = load_average()
     info.update(res.info)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import postgres_dsn
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "benchmarks" / "run.py"
 
@@ -114,6 +116,115 @@ def test_table_is_printed(quick_run: tuple[dict, str]) -> None:
         assert key in stdout
 
 
+PG = "postgres."
+EXPECTED_PG = [
+    f"{PG}proofs.{PROOF_SIZE}.build_seconds",  # --pg-no-cache: built in the run's schema
+    f"{PG}proofs.{PROOF_SIZE}.build_append_rate",
+    f"{PG}proofs.{PROOF_SIZE}.db_bytes_per_entry",
+]
+for _b in BATCHES:
+    EXPECTED_PG += [
+        f"{PG}append.batch{_b}.{name}"
+        for name in (
+            "floor_postgres",
+            "ledger_append",
+            "ledger_append_prepared",
+            "ratio_append_vs_floor",
+            "ratio_prepared_vs_floor",
+            "ratio_append_vs_sqlite",
+            "ratio_prepared_vs_sqlite",
+        )
+    ]
+    EXPECTED_PG += [
+        f"{PG}storage.batch{_b}.{name}"
+        for name in ("ledger_bytes_per_entry", "floor_bytes_per_entry", "ratio_vs_floor")
+    ]
+    EXPECTED_PG.append(f"{PG}verify.batch{_b}.rate")
+for _kind in ("inclusion", "consistency"):
+    for _mode in ("cold", "warm"):
+        for _stat in ("p50", "p99", "mean"):
+            EXPECTED_PG.append(f"{PG}proofs.{PROOF_SIZE}.{_kind}.{_mode}.{_stat}")
+
+
+def schemas_starting_with(prefix: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(postgres_dsn(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)", (prefix,)
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def run_on_postgres(script: Path, tmp_path: Path, *args: str) -> tuple[dict, str]:
+    """Run a benchmark script with ``args`` against the tests' PostgreSQL (skipping, with
+    the reason, when it is unreachable); its JSON and its stdout."""
+    dsn = postgres_dsn()
+    out = tmp_path / "out.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            *args,
+            "--postgres-dsn",
+            dsn,
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    return json.loads(out.read_text()), proc.stdout
+
+
+def assert_present_and_positive(measurements: dict, keys: list[str]) -> None:
+    missing = [k for k in keys if k not in measurements]
+    assert not missing, f"missing measurements: {missing}"
+    for key in keys:
+        value = measurements[key]["value"]
+        assert math.isfinite(value), f"{key} = {value!r}"
+        assert value > 0, f"{key} = {value!r}"
+
+
+def test_postgres_beside_sqlite_quick_reports_everything(tmp_path: Path) -> None:
+    """``run.py --quick --storage sqlite,postgres``: every PostgreSQL measurement next to
+    its SQLite twin, the side-by-side table printed, and the run's schemas dropped."""
+    doc, stdout = run_on_postgres(
+        RUN, tmp_path, "--quick", "--storage", "sqlite,postgres", "--pg-no-cache"
+    )
+    measurements = doc["measurements"]
+    assert_present_and_positive(measurements, EXPECTED_PG)
+    for key in EXPECTED_PG:
+        twin = key.removeprefix(PG).replace("floor_postgres", "floor_sqlite")
+        if "ratio" not in key and "build" not in key and "db_bytes" not in key:
+            assert twin in measurements, f"{key} has no SQLite twin {twin}"
+    assert doc["config"]["storage"] == ["sqlite", "postgres"]
+    settings = doc["postgres"]
+    for key in ("server_version", "fsync", "synchronous_commit"):
+        assert settings[key], key
+    assert "SQLite and PostgreSQL, same run" in stdout
+    assert schemas_starting_with(settings["run_schema_prefix"] + "_") == []
+
+
+def test_unknown_storage_is_refused_with_the_choices() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--storage", "postgres"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert "sqlite or sqlite,postgres" in proc.stderr
+
+
 HTTP_RUN = ROOT / "benchmarks" / "http_ingest.py"
 HTTP_CLIENTS = (1, 8)  # --quick
 HTTP_MODES = ("single", "batch100", "batch1000")
@@ -170,6 +281,34 @@ def test_http_ingest_quick_reports_everything(tmp_path: Path) -> None:
         assert key in doc["targets"]
     for text in ("single", "batch1000", "Ledger.append", "events/s", "wall time"):
         assert text in proc.stdout
+
+
+def test_http_ingest_postgres_targets_quick(tmp_path: Path) -> None:
+    """``http_ingest.py --quick --targets sqlite,pg1,pg2``: the same load on one SQLite
+    node, one PostgreSQL node and two PostgreSQL nodes; every row measured, every store
+    checked, part of pg2's writes queued for the other node, the run's schemas dropped."""
+    doc, stdout = run_on_postgres(
+        HTTP_RUN, tmp_path, "--quick", "--targets", "sqlite,pg1,pg2", "--batch-sizes", "100"
+    )
+    assert doc["config"]["targets"] == ["sqlite", "pg1", "pg2"]
+    assert doc["server_exit_statuses"] == {"sqlite": [0], "pg1": [0], "pg2": [0, 0]}
+    assert doc["stores"]["pg2"]["nodes"] == 2
+    measurements = doc["measurements"]
+    expected = []
+    for prefix in ("", "pg1.", "pg2."):
+        expected += [f"{prefix}server_log.entries", f"{prefix}server_log.verify_seconds"]
+        for mode in ("single", "batch100"):
+            for n in HTTP_CLIENTS:
+                expected += [
+                    f"{prefix}http.{mode}.c{n}.{stat}"
+                    for stat in ("events_per_s", "p50_ms", "p99_ms", "mean_ms", "requests")
+                ]
+    expected += ["pg2.server_log.queued_entries", "pg2.server_log.queued_share"]
+    assert_present_and_positive(measurements, expected)
+    assert measurements["pg2.server_log.queued_share"]["value"] < 1
+    for text in ("pg1", "pg2", "vs sqlite", "pending queue"):
+        assert text in stdout
+    assert schemas_starting_with(doc["postgres"]["run_schema_prefix"] + "_") == []
 
 
 SLACK_RUN = ROOT / "benchmarks" / "slack_ingest.py"
@@ -229,4 +368,55 @@ def test_slack_ingest_quick_reports_everything(tmp_path: Path) -> None:
         assert value > 0, f"{key} = {value!r}"
         assert entry["unit"], key
     for text in ("slack ev/s", "plain ev/s", "verify_slack_request", "wall time"):
+        assert text in proc.stdout
+
+
+AUDIT_RUN = ROOT / "benchmarks" / "audit_export.py"
+AUDIT_VARIANTS = (
+    "naive_csv",
+    "stream_csv",
+    "report",
+    "report_query",
+    "verify_bundle",
+    "narrow_scan",
+    "narrow_query",
+)
+
+
+def test_audit_export_quick_reports_everything(tmp_path: Path) -> None:
+    """``benchmarks/audit_export.py --quick``: every variant in its own process, every
+    row counted, rate and peak memory measured and positive."""
+    out = tmp_path / "audit.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(AUDIT_RUN),
+            "--quick",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    doc = json.loads(out.read_text())
+    assert doc["config"] == {"quick": True, "rows": 5000, "variants": list(AUDIT_VARIANTS)}
+    measurements = doc["measurements"]
+    narrow = measurements["narrow_scan.rows"]["value"]
+    assert 0 < narrow < 5000
+    assert measurements["narrow_query.rows"]["value"] == narrow  # the same channel both ways
+    for variant in AUDIT_VARIANTS:
+        if not variant.startswith("narrow"):
+            assert measurements[f"{variant}.rows"]["value"] == 5000, variant
+        for stat in ("rows_per_s", "seconds", "peak_rss_mb", "output_bytes"):
+            value = measurements[f"{variant}.{stat}"]["value"]
+            assert math.isfinite(value), f"{variant}.{stat}"
+            assert value > 0, f"{variant}.{stat}"
+    assert measurements["report_query.index_catch_up_s"]["value"] > 0
+    for text in ("naive_csv", "stream_csv", "peak RSS MB", "wall time"):
         assert text in proc.stdout

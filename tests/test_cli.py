@@ -696,6 +696,18 @@ def test_export_selections_verify(
     assert f"OK {ORIGIN}: {len(indexes)} entries proven into tree size 10" in result.out
 
 
+def test_export_chunked_verifies(exported: Cli, tmp_path: Path) -> None:
+    out = tmp_path / "bundle.zip"
+    exported.ok("export", "-o", out, "--chunked", "--where", "source=slack", "--since-size", "4")
+    with zipfile.ZipFile(out) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+    assert manifest["format"] == "trailseal-evidence-bundle/v2"
+    assert manifest["entry_count"] == 5
+    result = exported.ok("verify-bundle", out, "--key", exported.key, "--json")
+    report = json.loads(result.out)
+    assert (report["ok"], report["entries_checked"], report["consistency_checked"]) == (True, 5, 1)
+
+
 def test_export_since_size_includes_a_consistency_proof(exported: Cli, tmp_path: Path) -> None:
     out = tmp_path / "bundle.zip"
     exported.ok("export", "-o", out, "--since-size", "4", "--where", "source=slack")

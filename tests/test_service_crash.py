@@ -38,7 +38,7 @@ from trailseal.core.checkpoint import verify_checkpoint
 from trailseal.core.merkle import leaf_hash
 from trailseal.core.note import NoteVerifier, b64decode
 from trailseal.core.receipt import Receipt, verify_receipt
-from trailseal.storage import SqliteStorage
+from trailseal.storage import SqliteStorage, Storage
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -71,9 +71,10 @@ def event(event_id: str) -> dict[str, Any]:
 class Server:
     """``trailseal --data-dir D serve --port P`` as a subprocess, stderr to a file."""
 
-    def __init__(self, data_dir: Path, log_file: Path) -> None:
+    def __init__(self, data_dir: Path, log_file: Path, *args: str) -> None:
         self.data_dir = data_dir
         self.log_file = log_file
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILSEAL_")}
@@ -98,7 +99,15 @@ class Server:
         logged = self.log_file.stat().st_size if self.log_file.exists() else 0
         with self.log_file.open("ab") as stderr:
             self.proc = subprocess.Popen(
-                [*TRAILSEAL, "--data-dir", str(self.data_dir), "serve", "--port", str(self.port)],
+                [
+                    *TRAILSEAL,
+                    "--data-dir",
+                    str(self.data_dir),
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    *self.args,
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
@@ -233,9 +242,9 @@ def resend_unacked(server: Server, token: str, book: Ledgerbook) -> int:
     return len(pending)
 
 
-def check_store(db: Path, book: Ledgerbook) -> int:
+def check_store(db: Path | Storage, book: Ledgerbook) -> int:
     """Read the database directly; every acknowledged event is there as acknowledged."""
-    storage = SqliteStorage(db)
+    storage = SqliteStorage(db) if isinstance(db, Path) else db
     try:
         log = storage.get_log(LOG)
         latest = storage.latest_checkpoint(log.id)

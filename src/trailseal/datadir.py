@@ -21,10 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trailseal.core.note import NoteSigner, NoteVerifier
-from trailseal.errors import AlreadyExistsError, ConfigError, FormatError, NotFoundError
+from trailseal.errors import (
+    AlreadyExistsError,
+    ConfigError,
+    FormatError,
+    KeyMissingError,
+    NotFoundError,
+)
 from trailseal.ledger import Clock, Ledger, rfc3339, utc_now
 from trailseal.storage.base import KeyEvent, LogInfo, Storage
-from trailseal.storage.sqlite import SqliteStorage
+from trailseal.storage.urls import StorageUrl, has_password, open_storage, parse, redact
 
 CONFIG_FILE = "trailseal.toml"
 DB_FILE = "trailseal.db"
@@ -58,37 +64,72 @@ def _write_private(path: Path, text: str) -> None:
 class DataDir:
     """An opened data directory."""
 
-    def __init__(self, path: Path, storage: Storage, default_log: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        path: Path,
+        storage: Storage,
+        default_log: str,
+        clock: Clock,
+        url: StorageUrl | None = None,
+    ) -> None:
         self.path = path
         self.storage = storage
         self.default_log = default_log
         self.clock = clock
+        self.url = url or StorageUrl("sqlite", path=path / DB_FILE)
+
+    @property
+    def shared(self) -> bool:
+        """Whether other nodes may share the store (PostgreSQL)."""
+        return self.url.engine == "postgresql"
 
     # -- creating and opening -------------------------------------------------------
 
     @classmethod
     def init(
-        cls, path: Path, origin: str, log_name: str = DEFAULT_LOG, clock: Clock = utc_now
+        cls,
+        path: Path,
+        origin: str,
+        log_name: str = DEFAULT_LOG,
+        clock: Clock = utc_now,
+        storage_url: str | None = None,
     ) -> tuple[DataDir, LogInfo, NoteSigner]:
-        """Create a data directory with its first log and signing key."""
+        """Create a data directory with its first log and signing key.
+
+        ``storage_url`` names a PostgreSQL store (``postgresql://...``); its schema is
+        created or migrated here, so run this as the database role that owns it.
+        """
         _check_log_name(log_name)
         if (path / CONFIG_FILE).exists():
             raise AlreadyExistsError(
                 f"{path} is already a trailseal data directory; use `trailseal log create` "
                 "to add a log to it"
             )
+        url = parse(storage_url) if storage_url else None
+        if url is not None and url.engine == "postgresql":
+            _refuse_password(storage_url or "")
+            storage_table = f'engine = "postgresql"\nurl = "{storage_url}"\n'
+            # Applies the migrations as the owner; `serve` never migrates.
+            open_storage(url, migrate=True).close()
+        else:
+            db = url.path if url is not None and url.path is not None else Path(DB_FILE)
+            storage_table = f'engine = "sqlite"\npath = "{db}"\n'
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         (path / KEYS_DIR).mkdir(mode=0o700, exist_ok=True)
         config = (
-            "# trailseal data directory\n"
-            f'default_log = "{log_name}"\n\n'
-            "[storage]\n"
-            'engine = "sqlite"\n'
-            f'path = "{DB_FILE}"\n'
+            f'# trailseal data directory\ndefault_log = "{log_name}"\n\n[storage]\n' + storage_table
         )
-        (path / CONFIG_FILE).write_text(config)
+        _write_private(path / CONFIG_FILE, config)
         data_dir = cls.open(path, clock=clock)
-        info, signer = data_dir.create_log(log_name, origin)
+        try:
+            info, signer = data_dir.create_log(log_name, origin)
+        except AlreadyExistsError as e:
+            data_dir.close()
+            (path / CONFIG_FILE).unlink()
+            raise AlreadyExistsError(
+                f"{e}. To add a node to a PostgreSQL deployment, copy trailseal.toml and "
+                "keys/ from an existing node instead of running init"
+            ) from e
         return data_dir, info, signer
 
     @classmethod
@@ -104,11 +145,9 @@ class DataDir:
             config = tomllib.loads(config_path.read_text())
         except (tomllib.TOMLDecodeError, OSError) as e:
             raise ConfigError(f"cannot read {config_path}: {e}") from e
-        store = config.get("storage", {})
-        if store.get("engine", "sqlite") != "sqlite":
-            raise ConfigError(f"storage engine {store.get('engine')!r} is not supported here")
-        db = path / store.get("path", DB_FILE)
-        return cls(path, SqliteStorage(db), str(config.get("default_log", DEFAULT_LOG)), clock)
+        url = storage_url(path, config.get("storage", {}))
+        storage = open_storage(url, migrate=False)
+        return cls(path, storage, str(config.get("default_log", DEFAULT_LOG)), clock, url)
 
     def close(self) -> None:
         """Release the store."""
@@ -184,7 +223,7 @@ class DataDir:
         try:
             mode = path.stat().st_mode
         except FileNotFoundError as e:
-            raise ConfigError(
+            raise KeyMissingError(
                 f"signing key {path} is missing; restore it from backup to append to "
                 f"log {log.name!r} (reading and verifying work without it)"
             ) from e
@@ -208,3 +247,30 @@ class DataDir:
         if writable:
             signers = [self.load_signer(info, k.verifier) for k in self.keys(info) if k.active]
         return Ledger(self.storage, info, signers, clock=self.clock)
+
+
+def _refuse_password(url: str) -> None:
+    if has_password(url):
+        raise ConfigError(
+            f"{redact(url)}: do not put the database password in the URL (it would be "
+            "written to trailseal.toml); use PGPASSWORD or a ~/.pgpass file (libpq reads both)"
+        )
+
+
+def storage_url(path: Path, table: dict[str, object]) -> StorageUrl:
+    """The store a data directory's ``[storage]`` table names."""
+    engine = table.get("engine", "sqlite")
+    if engine == "sqlite":
+        return StorageUrl("sqlite", path=path / str(table.get("path", DB_FILE)))
+    if engine == "postgresql":
+        url = table.get("url")
+        if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                f"{path / CONFIG_FILE} [storage]: engine postgresql needs "
+                'url = "postgresql://user@host:5432/database?schema=trailseal"'
+            )
+        _refuse_password(url)
+        return parse(url)
+    raise ConfigError(
+        f"{path / CONFIG_FILE} [storage]: engine {engine!r} is not one of sqlite, postgresql"
+    )

@@ -22,7 +22,8 @@ about HTTP themselves.
     │   └── ForbiddenError     valid credentials without the needed role (403)
     ├── StorageError           the database failed; nothing was acknowledged
     │   └── ConflictError      another writer moved the tree; the batch can be retried
-    └── OverloadedError        the append queue is full; retry after ``retry_after_s``
+    ├── OverloadedError        the append queue is full; retry after ``retry_after_s``
+    └── SlackError             Slack's Web API refused a call; ``code`` is Slack's error code
 """
 
 from __future__ import annotations
@@ -135,12 +136,20 @@ class ConfigError(Error):
     """A data directory, key file or setting is missing, malformed or unsafe."""
 
 
+class KeyMissingError(ConfigError):
+    """A log's signing key file is not on this node (it can read the log, not sign)."""
+
+
 class AuthError(Error):
     """The caller presented no valid credentials."""
 
 
 class ForbiddenError(AuthError):
     """The caller's role does not allow this."""
+
+
+class ReadOnlyNodeError(ForbiddenError):
+    """This node serves reads only (``serve --read-only``); writes go to another node."""
 
 
 class StorageError(Error):
@@ -157,3 +166,11 @@ class OverloadedError(Error):
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class SlackError(Error):
+    """Slack's Web API answered an error (``code`` is Slack's, e.g. ``missing_scope``)."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code

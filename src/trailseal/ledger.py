@@ -303,6 +303,15 @@ class Ledger:
 
     def _load_edge(self, tx: WriteTransaction) -> int:
         size = tx.tree_size()
+        if self._size is not None and size < self._size:
+            # A log never shrinks: the database was rolled back under a running process
+            # (a failover to a replica that lacks the last commits, a restore). Appending
+            # now would sign a second tree of sizes already signed: a fork.
+            raise TamperError(
+                f"log {self.log.name!r} holds {size} entries, but this process already "
+                f"committed a tree of {self._size}: the database was rolled back. Refusing "
+                "to append (it would fork the log); restore the missing history."
+            )
         if size != self._size:
             keys = [(level, index) for level, index, _ in edge_tiles(size)]
             tiles = tx.read_tiles(keys)

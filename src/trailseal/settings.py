@@ -9,6 +9,7 @@ declarations, and a test fails when one is undocumented.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -189,6 +190,48 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditRoles:
+    """Who may do what in the /audit app (``[slack.audit_app.roles]``).
+
+    Entries are Slack user ids (``U…``/``W…``) or user-group ids (``S…``, resolved with
+    ``usergroups.users.list``); ``"*"`` among the requesters lets everyone request.
+    """
+
+    requesters: tuple[str, ...] = ()
+    approvers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditAppConfig:
+    """The /audit Slack app (``[slack.audit_app]``)."""
+
+    bot_token: Secret
+    """The app's bot token (``xoxb-``)."""
+    approvers_channel: str
+    """Channel id where requests are posted with Approve / Deny buttons."""
+    public_url: str
+    """Base URL people reach this server at, for report download links."""
+    roles: AuditRoles
+    signing_secrets: tuple[Secret, ...] = ()
+    """Copied from the ``[[slack.apps]]`` entry named by ``app``."""
+    app: str = ""
+    """Name of the ``[[slack.apps]]`` entry whose signing secrets verify requests."""
+    socket_mode: str = ""
+    """Name of a ``[[slack.socket_mode]]`` entry whose commands and interactions the app
+    handles (instead of, or as well as, HTTP)."""
+    tenant: str = "default"
+    log: str = "default"
+    request_expiry_hours: float = 72.0
+    max_range_days: int = 366
+    """Longest time range one request may cover."""
+    download_link_hours: float = 168.0
+    """How long a report download link stays valid."""
+    group_cache_s: float = 60.0
+    """How long user-group membership is remembered."""
+    base_url: str = "https://slack.com/api/"
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Resolved settings, passed down as plain values."""
 
@@ -209,6 +252,7 @@ class Settings:
     slack_audit: SlackAuditConfig | None = None
     socket_mode_apps: tuple[SocketModeApp, ...] = ()
     hooks: tuple[WebhookConfig, ...] = ()
+    audit_app: AuditAppConfig | None = None
 
 
 def _convert(name: str, setting: Setting, raw: Any, where: str) -> Any:
@@ -335,6 +379,98 @@ def _hooks(config: dict[str, Any], env: Mapping[str, str]) -> tuple[WebhookConfi
     return tuple(out)
 
 
+_USER_OR_GROUP = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+
+
+def _role_list(table: dict[str, Any], key: str, where: str, allow_all: bool) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: {key} is a list of Slack user or user-group ids")
+    for v in value:
+        if v == "*" and allow_all:
+            continue
+        if not _USER_OR_GROUP.match(v):
+            hint = ', or "*" for everyone' if allow_all else ""
+            raise ConfigError(
+                f"{where}: {key} entry {v!r} is not a Slack user id (U…/W…) or user-group "
+                f"id (S…){hint}"
+            )
+    return tuple(value)
+
+
+def _check_audit_app_urls(table: dict[str, Any], where: str) -> None:
+    for key in ("approvers_channel", "public_url"):
+        if not table.get(key):
+            raise ConfigError(f"{where}: set {key}")
+    if not re.match(r"^[CG][A-Z0-9]{2,}$", str(table["approvers_channel"])):
+        raise ConfigError(f"{where}: approvers_channel must be a channel id (C… or G…)")
+    if not str(table["public_url"]).startswith(("https://", "http://")):
+        raise ConfigError(f"{where}: public_url must start with https:// (or http://)")
+
+
+def _audit_app(
+    config: dict[str, Any],
+    env: Mapping[str, str],
+    apps: tuple[SlackApp, ...],
+    sockets: tuple[SocketModeApp, ...],
+) -> AuditAppConfig | None:
+    table = config.get("slack", {}).get("audit_app")
+    if table is None:
+        return None
+    where = "trailseal.toml [slack.audit_app]"
+    token = _secret(table, "bot_token", env, where)
+    if token is None:
+        raise ConfigError(f"{where}: set bot_token_env or bot_token_file (the xoxb- bot token)")
+    plain = {f.name for f in fields(AuditAppConfig)} - {"bot_token", "roles", "signing_secrets"}
+    _no_unknown(table, plain | {"bot_token_env", "bot_token_file", "roles"}, where)
+    roles_table = table.get("roles", {})
+    _no_unknown(roles_table, {"requesters", "approvers"}, f"{where} roles")
+    roles = AuditRoles(
+        requesters=_role_list(roles_table, "requesters", f"{where} roles", True),
+        approvers=_role_list(roles_table, "approvers", f"{where} roles", False),
+    )
+    if not roles.approvers:
+        raise ConfigError(f"{where} roles: name at least one approver (user or user group)")
+    _check_audit_app_urls(table, where)
+    app_name, socket_name = str(table.get("app", "")), str(table.get("socket_mode", ""))
+    secrets: tuple[Secret, ...] = ()
+    if app_name:
+        match = [a for a in apps if a.name == app_name]
+        if not match:
+            raise ConfigError(f"{where}: app {app_name!r} is not a [[slack.apps]] name")
+        secrets = match[0].signing_secrets
+    if socket_name and socket_name not in {s.name for s in sockets}:
+        raise ConfigError(f"{where}: socket_mode {socket_name!r} is not a [[slack.socket_mode]]")
+    if not app_name and not socket_name:
+        raise ConfigError(
+            f"{where}: set app (a [[slack.apps]] name, for HTTP) or socket_mode "
+            "(a [[slack.socket_mode]] name)"
+        )
+    values = _positive_numbers(
+        {k: v for k, v in table.items() if k in plain},
+        {
+            "request_expiry_hours": float,
+            "max_range_days": int,
+            "download_link_hours": float,
+            "group_cache_s": float,
+        },
+        where,
+    )
+    return AuditAppConfig(bot_token=token, roles=roles, signing_secrets=secrets, **values)
+
+
+def _positive_numbers(values: dict[str, Any], kinds: dict[str, type], where: str) -> dict[str, Any]:
+    for key, kind in kinds.items():
+        if key in values:
+            try:
+                values[key] = kind(values[key])
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"{where}: {key} must be a number") from e
+            if values[key] <= 0:
+                raise ConfigError(f"{where}: {key} must be positive")
+    return values
+
+
 def _no_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
     unknown = set(table) - known
     if unknown:
@@ -367,10 +503,23 @@ def load(environ: Mapping[str, str] | None = None, data_dir: Path | None = None)
         raise ConfigError(f"{config} [server] has unknown settings: {', '.join(sorted(unknown))}")
     values["data_dir"] = directory
     values["log"] = values["log"] or None
+    apps = _slack_apps(document, env)
+    sockets = _socket_mode(document, env)
     return Settings(
         **values,
-        slack_apps=_slack_apps(document, env),
+        slack_apps=apps,
         slack_audit=_slack_audit(document, env),
-        socket_mode_apps=_socket_mode(document, env),
+        socket_mode_apps=sockets,
         hooks=_hooks(document, env),
+        audit_app=_audit_app(document, env, apps, sockets),
     )
+
+
+def secret_from_env(name: str, environ: Mapping[str, str] | None = None) -> Secret:
+    """The secret in the environment variable ``name`` (a command's ``--…-env NAME``
+    option), so that a token never appears on a command line."""
+    env = os.environ if environ is None else environ
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"environment variable {name} is not set or empty")
+    return Secret(value)

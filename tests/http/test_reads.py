@@ -582,12 +582,43 @@ def test_tile_responses(seeded: Env) -> None:
     assert len(r.content) == 7 * 32
     for i in range(7):
         assert r.content[32 * i : 32 * (i + 1)] == seeded.ledger("a", "main").leaf_hash(i)
-    for path in ("0/000.p/200", "entries/001", "0/001", "1/000.p/1", "entries/000.p/8"):
+    # (A refused entry-bundle read is itself audited, so the log grows as this goes.)
+    for path in ("0/000.p/200", "entries/001", "0/001", "1/000.p/1", "entries/000.p/200"):
         r = seeded.client.get(f"/v1/logs/main/tile/{path}", headers=h)
         assert_problem(r, 404, "not-found")
     for path in ("abc", "0/x00", "entries/000.p/0", "entries/000.p/257", "-1/000", "0/000.p/300"):
         r = seeded.client.get(f"/v1/logs/main/tile/{path}", headers=h)
         assert_problem(r, 400)
+
+
+def test_a_refused_read_is_audited_as_a_failure(seeded: Env) -> None:
+    """A read of what does not exist is answered 404, and recorded as a failed access."""
+    h = seeded.h("a", "reader")
+    assert_problem(seeded.client.get("/v1/logs/main/entries/999", headers=h), 404, "not-found")
+    assert_problem(
+        seeded.client.get("/v1/logs/main/proof/inclusion", params={"index": 999}, headers=h),
+        404,
+        "not-found",
+    )
+    ok = seeded.client.get("/v1/logs/main/entries/0", headers=h)
+    assert ok.status_code == 200
+    ledger = seeded.ledger("a", "main")
+    access = [
+        e
+        for e in (
+            orjson.loads(x.data) for x in ledger.storage.read_entries(ledger.log.id, 0, 1 << 40)
+        )
+        if e.get("source") == "trailseal.access"
+    ]
+    fetch_fail, proof_fail, fetch_ok = access[-3:]
+    assert fetch_fail["action"] == "access.fetch"
+    assert fetch_fail["result"]["status"] == "failure"
+    assert "999" in fetch_fail["result"]["reason"]
+    assert proof_fail["action"] == "access.proof"
+    assert proof_fail["result"]["status"] == "failure"
+    assert fetch_ok["result"] == {"status": "success"}
+    # The receipt of a successful fetch is into a checkpoint that includes its access event.
+    assert ok.json()["receipt"]
 
 
 # -- operations -----------------------------------------------------------------------

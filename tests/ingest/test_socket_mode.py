@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from trailseal.errors import ConfigError, NotFoundError, StorageError
 from trailseal.ingest.socket_mode import SocketModeIngestor
 from trailseal.service.core import Service
+from trailseal.service.rollback import TIMER_PREFIX
 from trailseal.settings import Secret, SocketModeApp
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "slack"
@@ -82,6 +83,8 @@ class Ack:
     connection: int
     durable: bool
     tree_size: int
+    payload: dict[str, Any] | None = None
+    """The acknowledgement's payload (the /audit app's answer), if any."""
 
 
 class FakeSlack:
@@ -182,7 +185,7 @@ class FakeSlack:
                 message = json.loads(raw)
                 envelope_id = message.get("envelope_id")
                 if envelope_id:
-                    self._acknowledged(conn, str(envelope_id))
+                    self._acknowledged(conn, str(envelope_id), message.get("payload"))
         except ConnectionClosed:
             pass
         finally:
@@ -194,13 +197,15 @@ class FakeSlack:
                 self._redeliver(env)
             conn.unacked.clear()
 
-    def _acknowledged(self, conn: _Conn, envelope_id: str) -> None:
+    def _acknowledged(
+        self, conn: _Conn, envelope_id: str, payload: dict[str, Any] | None = None
+    ) -> None:
         envelope = self.sent[envelope_id]
         durable, size = self.check_durable(envelope)
         for c in self._conns:
             c.unacked.pop(envelope_id, None)
         with self.cond:
-            self.acks.setdefault(envelope_id, Ack(envelope_id, conn.number, durable, size))
+            self.acks.setdefault(envelope_id, Ack(envelope_id, conn.number, durable, size, payload))
             self.cond.notify_all()
 
     async def _send(self, conn: _Conn, envelope: dict[str, Any]) -> None:
@@ -371,7 +376,13 @@ def run(
             assert ingestor.client is None
         stop_s = time.monotonic() - t0
     assert stop_s < 10, f"stop() took {stop_s:.1f} s"
-    leftover = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    # The service's own deferred witness write belongs to the service (closed by its
+    # fixture afterwards), not to the ingestor.
+    leftover = [
+        t
+        for t in threading.enumerate()
+        if t not in before and t.is_alive() and not t.name.startswith(TIMER_PREFIX)
+    ]
     assert leftover == [], f"threads still running after stop(): {leftover}"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

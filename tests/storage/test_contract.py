@@ -17,7 +17,15 @@ from trailseal.core.merkle import HASH_SIZE, leaf_hash, root_from_leaf_hashes
 from trailseal.core.note import NoteSigner
 from trailseal.core.tiles import TILE_WIDTH, TileChunk, TileKey, edge_tiles, integrate
 from trailseal.errors import AlreadyExistsError, NotFoundError, StorageError
-from trailseal.storage import KeyEvent, LogInfo, NewEntry, Storage, StoredCheckpoint, StoredEntry
+from trailseal.storage import (
+    KeyEvent,
+    LogInfo,
+    NewEntry,
+    Storage,
+    StoredCheckpoint,
+    StoredEntry,
+    WriteTransaction,
+)
 
 CREATED = "2025-01-01T00:00:00.000000Z"
 
@@ -459,6 +467,81 @@ def test_exception_inside_write_leaves_nothing(
     cp, _ = append(storage, log, make_entries(2, "z"), signer)
     assert cp.tree_size == prefill + 2
     assert [e.index for e in all_entries(storage, log)] == list(range(prefill + 2))
+
+
+def _append_in(
+    tx: WriteTransaction, log: LogInfo, entries: Sequence[NewEntry], signer: NoteSigner, at: str
+) -> StoredCheckpoint:
+    """One ``append`` inside an open transaction, reading the edge through it."""
+    size = tx.tree_size()
+    integ = integrate(size, read_edge(tx.read_tiles, size), [leaf_hash(e.data) for e in entries])
+    cp = stored_checkpoint(log, integ.tree_size, integ.root_hash, signer, at)
+    tx.append(size, entries, integ.chunks, cp)
+    return cp
+
+
+def test_several_appends_in_one_transaction(
+    storage: Storage, log: LogInfo, signer: NoteSigner
+) -> None:
+    """Each append sees the ones before it in the transaction; all commit together."""
+    append(storage, log, make_entries(3, "p"), signer)
+    with storage.write(log.id) as tx:
+        first = _append_in(tx, log, make_entries(254, "a", start=3), signer, "2025-01-02T00:00:00Z")
+        assert tx.tree_size() == 257
+        assert len(tx.read_tiles([(0, 0)])[(0, 0)]) == 256 * HASH_SIZE  # the tile it filled
+        assert set(tx.find_entries([("slack", "a-3"), ("slack", "a-9")])) == {
+            ("slack", "a-3"),
+            ("slack", "a-9"),
+        }
+        with pytest.raises(StorageError):  # the staged append moved the tree on
+            tx.append(3, [], [], first)
+        # A re-signed checkpoint at the same size, then more entries on top.
+        again = stored_checkpoint(log, 257, first.root_hash, signer, "2025-01-02T00:00:01Z")
+        tx.append(257, [], [], again)
+        last = _append_in(tx, log, make_entries(5, "b", start=257), signer, "2025-01-02T00:00:02Z")
+    stored = list(storage.checkpoints(log.id))
+    assert [c.tree_size for c in stored] == [3, 257, 257, 262]
+    assert all(same_checkpoint(s, c) for s, c in zip(stored[1:], [first, again, last], strict=True))
+    assert same_checkpoint(storage.latest_checkpoint(log.id), last)
+    entries = all_entries(storage, log)
+    assert [e.index for e in entries] == list(range(262))
+    assert root_from_leaf_hashes([leaf_hash(e.data) for e in entries]) == last.root_hash
+    assert storage.find_entry(log.id, "slack", "b-261") is not None
+
+
+def test_several_appends_roll_back_together(
+    storage: Storage, log: LogInfo, signer: NoteSigner
+) -> None:
+    append(storage, log, make_entries(2, "p"), signer)
+    before = snapshot(storage, log)
+
+    def two_appends_then_raise() -> None:
+        with storage.write(log.id) as tx:
+            _append_in(tx, log, make_entries(4, "a", start=2), signer, CREATED)
+            _append_in(tx, log, make_entries(300, "b", start=6), signer, CREATED)
+            raise Boom
+
+    with pytest.raises(Boom):
+        two_appends_then_raise()
+    assert snapshot(storage, log) == before
+    assert storage.find_entry(log.id, "slack", "a-2") is None
+    cp, _ = append(storage, log, make_entries(1, "z", start=2), signer)
+    assert cp.tree_size == 3
+
+
+def test_duplicate_idempotency_key_across_appends_in_one_transaction(
+    storage: Storage, log: LogInfo, signer: NoteSigner
+) -> None:
+    before = snapshot(storage, log)
+
+    def same_key_twice() -> None:
+        with storage.write(log.id) as tx:
+            _append_in(tx, log, make_entries(2, "a"), signer, CREATED)
+            _append_in(tx, log, make_entries(1, "a"), signer, CREATED)  # a-0 again
+
+    with pytest.raises(StorageError):
+        same_key_twice()
+    assert snapshot(storage, log) == before
 
 
 def test_logs_are_isolated(storage: Storage, signer: NoteSigner) -> None:

@@ -312,3 +312,71 @@ def test_two_stores_appending_concurrently(
         indexes = [i for w in pool.map(worker, range(8)) for i in w]
     assert sorted(indexes) == list(range(len(indexes)))
     check_log(a, [signer.verifier])
+
+
+# -- idempotency lookups --------------------------------------------------------------------
+
+
+def test_idempotency_lookup_reads_only_the_rows_it_finds(
+    store: PostgresStorage, signer: NoteSigner
+) -> None:
+    """Looking up event ids before an append must not read the whole log.
+
+    On a table PostgreSQL has not analyzed yet (every young or fast-growing log), one
+    ``event_id = ANY(...)`` query was planned as an index scan on (log_id, source) that
+    filtered event_id in the heap: it fetched every entry of the source, so each append
+    cost O(log size). The transaction's own statistics count the rows it fetched.
+    """
+    log = store.create_log("main", ORIGIN, CREATED)
+    store.add_key_event(log.id, KeyEvent(signer.verifier.to_string(), "added", CREATED))
+    ledger = Ledger(store, log, [signer], clock=FakeClock())
+    for start in range(0, 4000, 1000):
+        ledger.append([{"id": f"e{i}", "source": "s", "n": i} for i in range(start, start + 1000)])
+    keys = [("s", f"e{i}") for i in range(0, 4000, 400)] + [("s", "missing"), ("t", "e1")]
+    with store.write(log.id) as tx:
+        conn = tx._conn  # the write transaction's connection: its statistics are ours
+        fetched_before = _entries_rows_fetched(conn)
+        found = tx.find_entries(keys)
+        fetched = _entries_rows_fetched(conn) - fetched_before
+    assert sorted(e.index for e in found.values()) == list(range(0, 4000, 400))
+    assert fetched <= 10 * len(keys), f"the lookup of {len(keys)} keys read {fetched} rows"
+
+
+def _entries_rows_fetched(conn: psycopg.Connection[object]) -> int:
+    row = conn.execute(
+        "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
+        " FROM pg_stat_xact_user_tables WHERE relid = 'entries'::regclass"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])  # type: ignore[call-overload]
+
+
+# -- advisory locks --------------------------------------------------------------------------
+
+
+def test_write_lock_is_per_schema(store: PostgresStorage, signer: NoteSigner) -> None:
+    """Two stores in one database both have a log with id 1: a writer of one must not
+    wait for a writer of the other (advisory locks are database-wide)."""
+    other_schema = f"t_{uuid.uuid4().hex}"
+    other = PostgresStorage(postgres_dsn(), schema=other_schema, max_size=2)
+    try:
+        mine = store.create_log("main", ORIGIN, CREATED)
+        theirs = other.create_log("main", ORIGIN, CREATED)
+        assert mine.id == theirs.id
+        wrote = threading.Event()
+
+        def write_other() -> None:
+            with other.write(theirs.id) as tx:
+                tx.tree_size()
+            wrote.set()
+
+        with store.write(mine.id) as tx:
+            tx.tree_size()  # holding this store's lock of log `mine.id` until the block ends
+            worker = threading.Thread(target=write_other, daemon=True)
+            worker.start()
+            finished_while_held = wrote.wait(timeout=5)
+        worker.join(timeout=10)
+        assert finished_while_held, "a writer of another schema waited for this schema's lock"
+    finally:
+        other.close()
+        drop_schema(other_schema)

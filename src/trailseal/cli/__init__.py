@@ -11,6 +11,9 @@ import sys
 import click
 
 from trailseal.cli import audit as _audit  # noqa: F401  (registers its commands)
+from trailseal.cli import copy_commands as _copy  # noqa: F401  (likewise)
+from trailseal.cli import db_commands as _db  # noqa: F401  (likewise)
+from trailseal.cli import report_command as _report  # noqa: F401  (likewise)
 from trailseal.cli import service_commands as _service  # noqa: F401  (likewise)
 from trailseal.cli import slack_commands as _slack  # noqa: F401  (likewise)
 from trailseal.cli.app import cli

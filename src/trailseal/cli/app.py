@@ -26,6 +26,7 @@ from trailseal.core.note import b64encode
 from trailseal.datadir import CONFIG_FILE, DEFAULT_LOG, DataDir
 from trailseal.errors import ConfigError, EntryError, InconsistencyError, NotFoundError
 from trailseal.ledger import Ledger, PreparedEntry, prepare
+from trailseal.service.schema import migrate_postgres
 from trailseal.storage.base import StoredEntry
 
 _EPILOG = "Exit status:\n\n\b\n" + "\n".join(f"{k:>2}  {v}" for k, v in EXIT_CODES.items())
@@ -56,11 +57,21 @@ def cli(ctx: click.Context, data_dir: Path | None, log_name: str | None) -> None
     is_flag=True,
     help="If the data directory already exists, print its log's verifier key and succeed.",
 )
+@click.option(
+    "--storage",
+    "storage_url",
+    metavar="URL",
+    help="Where the log lives: postgresql://user@host:5432/db?schema=trailseal for "
+    "PostgreSQL (run as the role that owns the schema; the password goes in PGPASSWORD or "
+    "~/.pgpass, never in the URL) [default: SQLite in the data directory].",
+)
 @pass_context
-def init(ctx: Context, origin: str | None, exist_ok: bool) -> None:
+def init(ctx: Context, origin: str | None, exist_ok: bool, storage_url: str | None) -> None:
     """Create a data directory with a first log and its signing key.
 
     Prints the verifier key: publish it, because everyone who checks the log needs it.
+    With --storage postgresql://..., the log lives in PostgreSQL (the schema is created
+    or migrated first) and the data directory keeps the configuration and the keys.
     """
     name = ctx.log or DEFAULT_LOG
     if exist_ok and (ctx.data_dir / CONFIG_FILE).exists():
@@ -78,8 +89,11 @@ def init(ctx: Context, origin: str | None, exist_ok: bool) -> None:
             click.echo(f"verifier key:  {k.verifier.to_string()}")
         return
     origin = origin or f"localhost/trailseal/{name}"
-    data_dir, info, signer = DataDir.init(ctx.data_dir, origin, name)
+    data_dir, info, signer = DataDir.init(ctx.data_dir, origin, name, storage_url=storage_url)
     data_dir.close()
+    if data_dir.shared:
+        # The service registry shares the schema; create its tables now, as the owner.
+        migrate_postgres(data_dir.url)
     click.echo(f"created data directory {ctx.data_dir} with log {info.name!r}")
     click.echo(f"origin:        {info.origin}")
     click.echo(f"verifier key:  {signer.verifier.to_string()}")

@@ -244,6 +244,11 @@ def _parse_time(text: str, what: str) -> datetime:
     type=click.IntRange(1),
     help="Include the checkpoint of this size and a consistency proof from it.",
 )
+@click.option(
+    "--chunked",
+    is_flag=True,
+    help="Write the v2 layout (entries in chunks): for large selections, in bounded memory.",
+)
 @pass_context
 def export(
     ctx: Context,
@@ -254,6 +259,7 @@ def export(
     since: str | None,
     until: str | None,
     since_size: int | None,
+    chunked: bool,
 ) -> None:
     """Write an evidence bundle for an index range or filter.
 
@@ -294,6 +300,7 @@ def export(
                 selection=selection,
                 since_size=since_size,
                 progress=bar.update,
+                layout="chunks" if chunked else "entries",
             )
     click.echo(
         f"wrote {summary.entries} entries to {summary.path} "

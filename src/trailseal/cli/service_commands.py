@@ -51,13 +51,24 @@ def _print_bootstrap(token: str) -> None:
 @click.option(
     "--port", type=click.IntRange(0, 65535), help="Listen port [env TRAILSEAL_PORT; default 8080]."
 )
+@click.option(
+    "--read-only",
+    is_flag=True,
+    help="PostgreSQL only: serve search, proofs and tiles, refuse ingest, never integrate "
+    "(needs no signing keys).",
+)
 @pass_context
-def serve(ctx: Context, host: str | None, port: int | None) -> None:
+def serve(ctx: Context, host: str | None, port: int | None, read_only: bool) -> None:
     """Run the HTTP service (ingest, search, proofs, tlog-tiles) on the data directory.
 
     The first run creates the data directory, the tenant 'default' with its log
     'default', and prints a bootstrap operator API key once. SIGTERM or Ctrl-C stops
     accepting requests and lets in-flight batches finish before exiting.
+
+    On a PostgreSQL store (`trailseal init --storage postgresql://...`) run as many
+    nodes as you like on one database: any node accepts writes, and for each log one
+    node at a time (elected through a PostgreSQL advisory lock) sequences and signs.
+    If it dies, another node holding the log's signing key takes over within a second.
     """
     # The web stack loads only for `serve`, so every other command starts fast.
     import uvicorn  # noqa: PLC0415
@@ -65,10 +76,15 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
     from trailseal.http import HttpOptions, create_app  # noqa: PLC0415
     from trailseal.http.observability import LOGGER, configure_logging  # noqa: PLC0415
     from trailseal.ingest.socket_mode import SocketModeIngestor  # noqa: PLC0415
+    from trailseal.slackapp.app import AuditApp  # noqa: PLC0415
 
     s = ctx.settings
     configure_logging(s.log_level)
     with open_service(ctx) as service:
+        service.read_only = read_only  # a reader checks without loading signing keys
+        service.check_history()
+        service.join_cluster(read_only=read_only)
+        audit_app = AuditApp(service, s.audit_app) if s.audit_app is not None else None
         app = create_app(
             service,
             HttpOptions(
@@ -78,15 +94,30 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
                 rate_limit_burst=s.rate_limit_burst,
                 slack_apps=s.slack_apps,
                 hooks=s.hooks,
+                audit_app=audit_app,
             ),
         )
         bind_host, bind_port = host or s.host, s.port if port is None else port
         LOGGER.info(
             "serving", extra={"host": bind_host, "port": bind_port, "data_dir": str(ctx.data_dir)}
         )
-        ingestors = [SocketModeIngestor(a, service) for a in s.socket_mode_apps]
+        ingestors = [
+            SocketModeIngestor(
+                a,
+                service,
+                interactive=audit_app.dispatch_socket_mode
+                if audit_app is not None and audit_app.config.socket_mode == a.name
+                else None,
+                home_opened=audit_app.app_home_opened
+                if audit_app is not None and audit_app.config.socket_mode == a.name
+                else None,
+            )
+            for a in s.socket_mode_apps
+        ]
         poller = None
         try:
+            if audit_app is not None:
+                audit_app.start()  # resumes unfinished reports, starts the expiry sweeper
             for ingestor in ingestors:
                 ingestor.start()
             if s.slack_audit is not None and s.slack_audit.enabled:
@@ -124,6 +155,8 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
                 poller.stop()
             for ingestor in ingestors:
                 ingestor.stop()
+            if audit_app is not None:
+                audit_app.stop()
         LOGGER.info("stopped", extra={"data_dir": str(ctx.data_dir)})
 
 

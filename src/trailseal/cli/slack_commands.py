@@ -22,7 +22,14 @@ from trailseal.ingest.slack_audit import LOGS_PATH
 from trailseal.ingest.slack_audit_poller import HttpxFetch, PollSummary, parse_backfill
 from trailseal.ingest.webhooks import check_config
 from trailseal.service.core import Service
-from trailseal.settings import Secret, SlackApp, SlackAuditConfig, SocketModeApp, WebhookConfig
+from trailseal.settings import (
+    AuditAppConfig,
+    Secret,
+    SlackApp,
+    SlackAuditConfig,
+    SocketModeApp,
+    WebhookConfig,
+)
 
 
 @cli.group("slack")
@@ -337,9 +344,11 @@ def _doctor(ctx: Context, report: _Report, timeout_s: float) -> None:
     # Reaching this line means settings.load read the file: a TOML error, an unknown
     # key or an unset secret variable stops every command, this one included, earlier.
     count = len(s.slack_apps) + len(s.socket_mode_apps) + len(s.hooks) + bool(s.slack_audit)
+    count += bool(s.audit_app)
     summary = (
         f"{len(s.slack_apps)} Events API apps, {len(s.socket_mode_apps)} Socket Mode apps, "
-        f"{'an' if s.slack_audit else 'no'} Audit Logs poller, {len(s.hooks)} webhooks"
+        f"{'an' if s.slack_audit else 'no'} Audit Logs poller, {len(s.hooks)} webhooks, "
+        f"{'the' if s.audit_app else 'no'} /audit app"
     )
     if count == 0:
         report.fail(
@@ -360,6 +369,23 @@ def _doctor(ctx: Context, report: _Report, timeout_s: float) -> None:
             _check_socket_mode(report, sm, timeout_s)
         for hook in s.hooks:
             _check_hook(report, service, hook)
+        if s.audit_app is not None:
+            what = "[slack.audit_app]"
+            _check_log(report, service, what, s.audit_app.tenant, s.audit_app.log)
+            _check_audit_app(report, s.audit_app, timeout_s)
+
+
+def _check_audit_app(report: _Report, config: AuditAppConfig, timeout_s: float) -> None:
+    # slack_sdk and the app load only when the /audit app is configured.
+    from trailseal.slackapp.checks import check_audit_app  # noqa: PLC0415
+
+    for finding in check_audit_app(config, timeout_s):
+        if finding.level == "ok":
+            report.good(finding.text)
+        elif finding.level == "warn":
+            report.warn(finding.text, finding.fix)
+        else:
+            report.fail(finding.text, finding.fix)
 
 
 @slack_group.command("doctor")
@@ -379,6 +405,8 @@ def slack_doctor(ctx: Context, timeout_s: float) -> None:
     [slack.audit]: asks the Audit Logs API for one entry with the token. For each
     [[slack.socket_mode]]: calls apps.connections.open with the app token (without
     connecting). For each [[hooks]]: the scheme, secret and mapping, the tenant and log.
+    For [slack.audit_app]: the bot token (auth.test), its scopes, the approvers' channel
+    and the user groups named in the roles.
     Tokens and secrets are shown only by their last 4 characters. Exits 0 when nothing
     failed (warnings allowed), 8 otherwise.
     """

@@ -20,7 +20,14 @@ from starlette.responses import Response
 
 from trailseal import __version__
 from trailseal.errors import Error, ForbiddenError
-from trailseal.http import routes_admin, routes_ingest, routes_read, routes_slack, routes_webhooks
+from trailseal.http import (
+    routes_admin,
+    routes_audit,
+    routes_ingest,
+    routes_read,
+    routes_slack,
+    routes_webhooks,
+)
 from trailseal.http.deps import Api, HttpOptions, install_edge_handlers
 from trailseal.http.observability import LOGGER, Metrics, ObserveMiddleware
 from trailseal.http.problems import problem, problem_for
@@ -122,8 +129,12 @@ def create_app(service: Service, options: HttpOptions | None = None) -> FastAPI:
         """Storage is writable and every log's signing keys are loaded."""
         checks = await run_in_threadpool(service.ready)
         ok = all(checks.values())
+        body: dict[str, object] = {"ready": ok, "checks": checks}
+        node = service.node_status()
+        if node is not None:
+            body["cluster"] = node  # which node this is and which logs it integrates
         return Response(
-            orjson.dumps({"ready": ok, "checks": checks}),
+            orjson.dumps(body),
             status_code=200 if ok else 503,
             media_type="application/json",
         )
@@ -157,6 +168,8 @@ def create_app(service: Service, options: HttpOptions | None = None) -> FastAPI:
     routes_ingest.register(app, api)
     routes_read.register(app, api)
     routes_admin.register(app, api)
-    routes_slack.register(app, api, opts.slack_apps)
+    routes_slack.register(app, api, opts.slack_apps, opts.audit_app)
+    if opts.audit_app is not None:
+        routes_audit.register(app, api, opts.audit_app)
     routes_webhooks.register(app, api, opts.hooks)
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 from fastapi import FastAPI, Header, Path, Request
@@ -18,6 +18,9 @@ from trailseal.http.problems import problem
 from trailseal.service.core import Service
 from trailseal.service.registry import Principal
 from trailseal.settings import SlackApp, WebhookConfig
+
+if TYPE_CHECKING:  # slack_bolt loads only when the /audit app is configured
+    from trailseal.slackapp.app import AuditApp
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -63,6 +66,9 @@ class HttpOptions:
     """Slack apps whose Events API requests are accepted (see settings)."""
     hooks: tuple[WebhookConfig, ...] = ()
     """Signed webhooks accepted at ``/hooks/<name>`` (see settings)."""
+    audit_app: AuditApp | None = None
+    """The /audit Slack app, when ``[slack.audit_app]`` is configured (built by ``serve``,
+    which also starts and stops it)."""
 
 
 class TooLarge(Exception):

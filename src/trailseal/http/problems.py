@@ -18,6 +18,7 @@ from trailseal.errors import (
     NotFoundError,
     OverloadedError,
     ProofError,
+    ReadOnlyNodeError,
     StorageError,
     ValidationError,
     VerificationError,
@@ -29,6 +30,7 @@ PROBLEM_JSON = "application/problem+json"
 _MAP: list[tuple[type[Error], int, str, str]] = [
     (ValidationError, 422, "invalid-event", "The event does not match the event schema"),
     (EntryError, 422, "invalid-entry", "The entry cannot be stored"),
+    (ReadOnlyNodeError, 403, "read-only-node", "This node serves reads only"),
     (ForbiddenError, 403, "forbidden", "The API key's role does not allow this"),
     (AuthError, 401, "unauthorized", "A valid API key is required"),
     (NotFoundError, 404, "not-found", "Not found"),

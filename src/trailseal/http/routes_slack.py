@@ -7,7 +7,7 @@ that tells Slack to stop retrying goes out only after the event is durable.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
@@ -15,10 +15,18 @@ from starlette.responses import Response
 
 from trailseal.errors import FormatError
 from trailseal.http.deps import PROBLEMS, Api, json_response, parse_json_body, read_body
-from trailseal.ingest.slack_events import map_event_callback, map_rate_limited, map_retry
+from trailseal.ingest.slack_events import (
+    home_tab_opener,
+    map_event_callback,
+    map_rate_limited,
+    map_retry,
+)
 from trailseal.ingest.slack_signature import verify_slack_request
 from trailseal.service.registry import Principal
 from trailseal.settings import SlackApp
+
+if TYPE_CHECKING:  # slack_bolt loads only when the /audit app is configured
+    from trailseal.slackapp.app import AuditApp
 
 _ENVELOPE_TYPES = {"url_verification", "event_callback", "app_rate_limited"}
 
@@ -36,13 +44,16 @@ def events_for(
     return events
 
 
-def register(app: FastAPI, api: Api, slack_apps: tuple[SlackApp, ...]) -> None:
+def register(
+    app: FastAPI, api: Api, slack_apps: tuple[SlackApp, ...], audit: AuditApp | None = None
+) -> None:
     """Attach one POST route per configured Slack app."""
     for slack_app in slack_apps:
-        _register_one(app, api, slack_app)
+        home = audit if audit is not None and audit.config.app == slack_app.name else None
+        _register_one(app, api, slack_app, home)
 
 
-def _register_one(app: FastAPI, api: Api, slack_app: SlackApp) -> None:
+def _register_one(app: FastAPI, api: Api, slack_app: SlackApp, audit: AuditApp | None) -> None:
     secrets = [s.reveal().encode() for s in slack_app.signing_secrets]
     principal = Principal(
         f"slack:{slack_app.name}", slack_app.tenant, "ingest", False, internal=True
@@ -74,6 +85,10 @@ def _register_one(app: FastAPI, api: Api, slack_app: SlackApp) -> None:
         )
         for r in results:
             api.metrics.events.labels(f"{slack_app.tenant}.{slack_app.log}", r.status).inc()
+        opener = home_tab_opener(envelope) if audit is not None else None
+        if audit is not None and opener and results[0].status == "appended":
+            # Durable already; publishing the tab is background work after the 200.
+            audit.app_home_opened(opener)
         return Response(status_code=200)
 
     app.add_api_route(

@@ -238,3 +238,15 @@ def map_retry(envelope: dict[str, Any], retry_num: int, retry_reason: str) -> di
             "delivery": {"attempt": retry_num, "retry_of": event_id},
         },
     }
+
+
+def home_tab_opener(envelope: dict[str, Any]) -> str | None:
+    """The user who opened the app's Home tab, for an ``app_home_opened`` delivery
+    (the /audit app publishes the tab for them once the event is stored)."""
+    event = envelope.get("event")
+    if envelope.get("type") != "event_callback" or not isinstance(event, dict):
+        return None
+    if event.get("type") != "app_home_opened" or event.get("tab", "home") != "home":
+        return None
+    user = event.get("user")
+    return user if isinstance(user, str) else None

@@ -14,8 +14,10 @@ which HTTP sends as headers, sit in the envelope. The acknowledgement
 (``{"envelope_id": ...}``) goes out only after :meth:`Service.ingest` has returned, that
 is once the entries are durable. When ingest fails nothing is acknowledged and Slack
 redelivers the envelope later; the redelivery is deduplicated by ``event_id`` and
-recorded as a delivery attempt. ``slash_commands`` and ``interactive`` envelopes are
-acknowledged (so Slack shows no error) and not recorded: they belong to the /audit app.
+recorded as a delivery attempt. ``slash_commands`` and ``interactive`` envelopes belong
+to the /audit app: given an ``interactive`` handler (the app's bolt dispatch), its answer
+becomes the acknowledgement's payload (a modal's inline errors, an ephemeral reply);
+without one they are acknowledged (so Slack shows no error) and not recorded.
 
 Nothing from a payload, and never the token or the WebSocket URL (its ticket is a
 credential), reaches a log: slack_sdk logs through a logger pinned at INFO, below which
@@ -29,6 +31,8 @@ import json
 import logging
 import socket
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.socket_mode import SocketModeClient
@@ -39,7 +43,7 @@ from slack_sdk.web import WebClient
 
 from trailseal.errors import ConfigError
 from trailseal.http.routes_slack import events_for
-from trailseal.ingest.slack_events import SOURCE
+from trailseal.ingest.slack_events import SOURCE, home_tab_opener
 from trailseal.service.core import Service
 from trailseal.service.registry import Principal
 from trailseal.settings import SocketModeApp
@@ -48,7 +52,10 @@ LOGGER = logging.getLogger("trailseal.socket_mode")
 _SDK_LOGGER = logging.getLogger("trailseal.socket_mode.sdk")
 
 ACK_ONLY = frozenset({"slash_commands", "interactive"})
-"""Envelope types acknowledged without being recorded (the /audit app's, later)."""
+"""Envelope types that are not Events API deliveries: the /audit app's."""
+
+Interactive = Callable[[dict[str, Any]], dict[str, Any] | None]
+"""Handles a slash command or interaction payload; returns the acknowledgement payload."""
 
 
 class SocketModeIngestor:
@@ -61,8 +68,14 @@ class SocketModeIngestor:
         *,
         ping_interval: float = 5.0,
         concurrency: int = 10,
+        interactive: Interactive | None = None,
+        home_opened: Callable[[str], None] | None = None,
     ) -> None:
         self.app = app
+        self.interactive = interactive
+        """The /audit app's handler for ``slash_commands`` and ``interactive`` envelopes."""
+        self.home_opened = home_opened
+        """The /audit app's Home tab publisher, told who opened the tab (after storing)."""
         self.service = service
         self.ping_interval = ping_interval
         """Seconds between the client's pings; a socket silent for four is reconnected."""
@@ -195,17 +208,37 @@ class SocketModeIngestor:
             )
 
     def _on_request(self, client: BaseSocketModeClient, request: SocketModeRequest) -> None:
-        """Record an ``events_api`` envelope, then acknowledge it; acknowledge the rest."""
+        """Record an ``events_api`` envelope, then acknowledge it; hand the /audit app's
+        envelopes to its handler and acknowledge with its answer; acknowledge the rest."""
+        payload: dict[str, Any] | None = None
         if request.type == "events_api":
             if not self._ingest(request):
                 return  # not acknowledged: Slack delivers it again
-        elif request.type not in ACK_ONLY:
+            opener = (
+                home_tab_opener(request.payload)
+                if self.home_opened is not None and isinstance(request.payload, dict)
+                else None
+            )
+            if opener is not None and self.home_opened is not None:
+                self.home_opened(opener)  # queues the publish; the ack does not wait
+        elif request.type in ACK_ONLY:
+            if self.interactive is not None and isinstance(request.payload, dict):
+                try:
+                    payload = self.interactive(request.payload)
+                except Exception as e:
+                    LOGGER.error(
+                        "slack app envelope failed; acknowledged empty",
+                        extra={"app": self.app.name, "error": type(e).__name__},
+                    )
+        else:
             LOGGER.warning(
                 "unknown socket mode envelope type acknowledged, not recorded",
                 extra={"app": self.app.name, "envelope_type": str(request.type)[:64]},
             )
         try:
-            client.send_socket_mode_response(SocketModeResponse(envelope_id=request.envelope_id))
+            client.send_socket_mode_response(
+                SocketModeResponse(envelope_id=request.envelope_id, payload=payload)
+            )
         except Exception as e:
             # Durable already; Slack redelivers, and the redelivery is deduplicated.
             LOGGER.warning(

@@ -10,9 +10,12 @@ import os
 import secrets
 import stat
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -23,18 +26,28 @@ from trailseal.core.receipt import Receipt
 from trailseal.core.tiles import TILE_WIDTH, encode_entry_bundle, parse_tile_path
 from trailseal.datadir import DataDir
 from trailseal.errors import (
+    AlreadyExistsError,
     ConfigError,
     ForbiddenError,
+    KeyMissingError,
     NotFoundError,
+    ProofError,
+    ReadOnlyNodeError,
     ValidationError,
 )
-from trailseal.ledger import Clock, Ledger, PreparedEntry, prepare, rfc3339, utc_now
+from trailseal.ledger import AppendResult, Clock, Ledger, PreparedEntry, prepare, rfc3339, utc_now
 from trailseal.policy.content import TenantKeys
 from trailseal.service.ingest import BuiltRecord, build_record, same_submission
-from trailseal.service.registry import Principal, Registry, TenantLog, check_name
+from trailseal.service.registry import Principal, Registry, TenantLog, check_name, open_registry
+from trailseal.service.rollback import CheckpointMemory
 from trailseal.service.search import Query, SearchIndex
 
-SERVICE_DB = "service.db"
+if TYPE_CHECKING:
+    from trailseal.cluster import Node
+
+KEY_CHECK_INTERVAL_S = 5.0
+"""How often a process reads a log's key history to follow rotations and retirements."""
+
 SEARCH_DB = "search.db"
 TENANT_KEYS_DIR = "tenants"
 DEFAULT_TENANT = "default"
@@ -94,6 +107,13 @@ class Service:
         self._ledgers: dict[str, Ledger] = {}
         self._tenant_keys: dict[str, TenantKeys] = {}
         self._lock = threading.Lock()
+        self.shared = data_dir.shared
+        """The store is shared with other nodes (PostgreSQL): keys are never made lazily."""
+        self.node: Node | None = None
+        self.read_only = False
+        self._keys_checked: dict[str, float] = {}  # log -> when its key history was read
+        self.memory = CheckpointMemory(data_dir.path)
+        """The newest checkpoint this node saw of each log (rollback detection)."""
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -115,7 +135,8 @@ class Service:
             )
         else:
             data_dir = DataDir.open(path, clock)
-        registry = Registry(path / SERVICE_DB)
+        # On a shared (PostgreSQL) store the registry is shared too; serve never migrates.
+        registry = open_registry(data_dir.url, data_dir=path, migrate=not data_dir.shared)
         service = cls(
             data_dir,
             registry,
@@ -127,7 +148,11 @@ class Service:
         token = None
         if not registry.tenants():
             at = rfc3339(clock())
-            registry.create_tenant(DEFAULT_TENANT, at)
+            try:
+                registry.create_tenant(DEFAULT_TENANT, at)
+            except AlreadyExistsError:
+                return service, None  # another node, starting at the same time, bootstrapped
+            service.tenant_keys(DEFAULT_TENANT, create=True)
             default_log = data_dir.log(None)
             registry.add_log(TenantLog(DEFAULT_TENANT, "default", default_log.name, False), at)
             _, token = registry.create_key(
@@ -135,8 +160,45 @@ class Service:
             )
         return service, token
 
+    def join_cluster(
+        self,
+        *,
+        read_only: bool = False,
+        election_interval_s: float = 0.5,
+        wait_timeout_s: float = 30.0,
+    ) -> Node | None:
+        """Take part in integrator elections (PostgreSQL stores only; ``serve`` calls this).
+
+        A read-only node never integrates and refuses ingest; its reads are still
+        audited, through the integrator of each log.
+        """
+        if not self.shared:
+            if read_only:
+                raise ConfigError("--read-only needs a PostgreSQL store shared with a writer node")
+            return None
+        # PostgreSQL is an optional extra: load it only when the store is one.
+        from trailseal.cluster import Node  # noqa: PLC0415
+        from trailseal.storage.postgres import PostgresStorage  # noqa: PLC0415
+
+        storage = self.data_dir.storage
+        assert isinstance(storage, PostgresStorage)
+        self.read_only = read_only
+        self.node = Node(
+            storage,
+            self._ledger_by_name,
+            refresh_signers=self._refresh_signers,
+            integrate=not read_only,
+            election_interval_s=election_interval_s,
+            wait_timeout_s=wait_timeout_s,
+        )
+        self.node.start()
+        return self.node
+
     def close(self) -> None:
         """Release every store."""
+        if self.node is not None:
+            self.node.close()
+        self.memory.flush()
         self.search_index.close()
         self.registry.close()
         self.data_dir.close()
@@ -145,22 +207,46 @@ class Service:
         """What /readyz reports: storage writable and signing keys loaded."""
         checks = {"storage": True, "keys": True}
         try:
-            with self.data_dir.storage.write(self.data_dir.log(None).id) as tx:
-                tx.tree_size()
+            if self.read_only:
+                self.data_dir.storage.latest_checkpoint(self.data_dir.log(None).id)
+            else:
+                with self.data_dir.storage.write(self.data_dir.log(None).id) as tx:
+                    tx.tree_size()
         except Exception:
             checks["storage"] = False
-        try:
-            for tlog in self.registry.logs():
-                self.ledger(tlog)
-        except Exception:
-            checks["keys"] = False
+        if not self.shared:
+            # One node: it must be able to sign for every log. Many nodes: a node may
+            # lack a log's key, as long as another node integrates it.
+            try:
+                for tlog in self.registry.logs():
+                    self.ledger(tlog)
+            except Exception:
+                checks["keys"] = False
         return checks
+
+    def leads(self, task: str) -> bool:
+        """Whether this process should run the singleton ``task`` now: always on a store
+        of its own; on a shared one, on exactly one node (elected like integrators)."""
+        if self.node is None:
+            return not self.read_only
+        return self.node.integrate and self.node.leads(task)
+
+    def check_history(self) -> None:
+        """Refuse to serve a store rolled back behind, or forked from, a checkpoint this
+        node already saw (``serve`` calls this before it listens)."""
+        for tlog in self.registry.logs():
+            self.memory.check(self.ledger(tlog))
+
+    def node_status(self) -> dict[str, object] | None:
+        """This node's part in the cluster (None when the store is not shared)."""
+        return self.node.status() if self.node is not None else None
 
     # -- tenants, logs, keys ----------------------------------------------------------
 
     def create_tenant(self, name: str) -> None:
-        """Add a tenant (its logs are added with :meth:`create_log`)."""
+        """Add a tenant (its logs are added with :meth:`create_log`) and its content key."""
         self.registry.create_tenant(name, rfc3339(self.clock()))
+        self.tenant_keys(name, create=True)
 
     def create_log(
         self, tenant: str, name: str, origin: str | None = None, capture_content: bool = False
@@ -189,17 +275,65 @@ class Service:
 
     def ledger(self, tlog: TenantLog) -> Ledger:
         """The (cached) ledger behind a tenant's log."""
+        return self._ledger_by_name(tlog.ledger_log)
+
+    def _ledger_by_name(self, name: str) -> Ledger:
         with self._lock:
-            ledger = self._ledgers.get(tlog.ledger_log)
+            ledger = self._ledgers.get(name)
             if ledger is None:
-                ledger = self.data_dir.ledger(tlog.ledger_log)
+                try:
+                    ledger = self.data_dir.ledger(name, writable=not self.read_only)
+                except KeyMissingError:
+                    # A key that is present but unsafe or wrong is an error on any node.
+                    if not self.shared:
+                        raise
+                    # Many nodes: this one lacks the log's signing key. It reads, and
+                    # writes through the node that has the key and integrates the log.
+                    ledger = self.data_dir.ledger(name, writable=False)
                 ledger.max_batch_entries = self.options.max_batch_events * 4
                 ledger.max_queue_entries = self.options.max_queue_entries
-                self._ledgers[tlog.ledger_log] = ledger
+                self._ledgers[name] = ledger
             return ledger
 
-    def tenant_keys(self, tenant: str) -> TenantKeys:
-        """The tenant's content keys, created on first use in a 0600 file."""
+    def _refresh_signers(self, ledger: Ledger) -> None:
+        """Sign with the log's active keys as its key history says now: a key rotated on
+        another node joins once its file is here, a retired one stops signing."""
+        if self.read_only:
+            return
+        active = [k.verifier for k in self.data_dir.keys(ledger.log) if k.active]
+        loaded = {s.verifier.to_string(): s for s in ledger.signers}
+        if [v.to_string() for v in active] == list(loaded):
+            return
+        signers = []
+        for verifier in active:
+            signer = loaded.get(verifier.to_string())
+            if signer is None:
+                try:
+                    signer = self.data_dir.load_signer(ledger.log, verifier)
+                except KeyMissingError:
+                    continue  # not copied here yet: the others still sign
+            signers.append(signer)
+        ledger.signers = signers
+
+    def _append(self, ledger: Ledger, entries: list[PreparedEntry]) -> list[AppendResult]:
+        """Append on this node, or through the log's integrator on another node."""
+        if self.node is not None:
+            results = self.node.append(ledger, entries)  # its election follows key changes
+        else:
+            now = time.monotonic()
+            last = self._keys_checked.setdefault(ledger.log.name, now)
+            if now - last > KEY_CHECK_INTERVAL_S:
+                # `trailseal signing-key rotate|retire` may have run beside this process.
+                self._keys_checked[ledger.log.name] = now
+                self._refresh_signers(ledger)
+            results = ledger.append_prepared(entries)
+        if results:
+            self.memory.observe(ledger, max(r.tree_size for r in results))
+        return results
+
+    def tenant_keys(self, tenant: str, *, create: bool = False) -> TenantKeys:
+        """The tenant's content keys, from a 0600 file made when the tenant was created
+        (or, on a store of its own, on first use)."""
         with self._lock:
             keys = self._tenant_keys.get(tenant)
             if keys is not None:
@@ -207,6 +341,13 @@ class Service:
             directory = self.data_dir.path / "keys" / TENANT_KEYS_DIR
             directory.mkdir(mode=0o700, exist_ok=True)
             path = directory / f"{tenant}.key"
+            if not path.exists() and self.shared and not create:
+                # Another node would seal with a key of its own: refuse instead.
+                raise ConfigError(
+                    f"tenant key {path} is missing on this node; every node sharing a "
+                    "PostgreSQL store needs the same keys/ directory: copy keys/tenants/ "
+                    "from the node that created the tenant"
+                )
             if path.exists():
                 mode = path.stat().st_mode
                 if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -235,6 +376,10 @@ class Service:
         position of every invalid event in the error.
         """
         tlog = self.resolve(principal, log, "write")
+        if self.read_only:
+            raise ReadOnlyNodeError(
+                "this node is read-only (serve --read-only); send writes to a writer node"
+            )
         if len(events) > self.options.max_batch_events:
             raise ValidationError(
                 f"a batch holds at most {self.options.max_batch_events} events",
@@ -276,7 +421,7 @@ class Service:
         if bodies:
             self.registry.put_contents(tlog.tenant, tlog.name, bodies, at)
         ledger = self.ledger(tlog)
-        results = ledger.append_prepared(prepared)
+        results = self._append(ledger, prepared)
         # Every result of one call names the size of the checkpoint that covers it.
         receipts = ledger.receipts([r.index for r in results], results[0].tree_size)
         out = []
@@ -307,8 +452,14 @@ class Service:
         action: str,
         purpose: str | None,
         details: dict[str, Any],
+        failure: str | None = None,
     ) -> None:
-        """Append the access event a read causes, before the read is answered."""
+        """Append the access event a read causes, before the read is answered; a read
+        refused for what it asked (no such entry, a proof that cannot exist) is recorded
+        as a failure with the reason."""
+        result: dict[str, Any] = (
+            {"status": "success"} if failure is None else {"status": "failure", "reason": failure}
+        )
         event: dict[str, Any] = {
             "id": "acc_" + secrets.token_hex(12),
             "source": ACCESS_SOURCE,
@@ -317,7 +468,7 @@ class Service:
             "actor": {"type": "service", "id": principal.key_id},
             "auth": {"method": "token", "token_ref": principal.key_id, "scopes": [principal.role]},
             "targets": [{"type": "log", "id": tlog.name}],
-            "result": {"status": "success"},
+            "result": result,
             "raw": {"purpose": purpose, **details},
         }
         built = build_record(
@@ -331,7 +482,23 @@ class Service:
             default_source=ACCESS_SOURCE,
             ingested_by="trailseal",
         )
-        self.ledger(tlog).append([built.record])
+        self._append(self.ledger(tlog), [prepare(built.record)])
+
+    @contextmanager
+    def _failed_read(
+        self,
+        principal: Principal,
+        tlog: TenantLog,
+        action: str,
+        purpose: str | None,
+        details: dict[str, Any],
+    ) -> Iterator[None]:
+        """Record a read that fails on what it asked for (then re-raise)."""
+        try:
+            yield
+        except (NotFoundError, ProofError) as e:
+            self.audit_access(principal, tlog, action, purpose, details, failure=str(e)[:1024])
+            raise
 
     def search(
         self,
@@ -369,18 +536,15 @@ class Service:
         """One entry with its receipt, by index or by event id."""
         tlog = self.resolve(principal, log, "read")
         ledger = self.ledger(tlog)
-        self.audit_access(
-            principal,
-            tlog,
-            "fetch",
-            purpose,
-            {"index": index, "event_id": event_id, "source": source},
-        )
-        stored = (
-            ledger.find(event_id, source)
-            if event_id is not None
-            else ledger.entry(index if index is not None else -1)
-        )
+        details = {"index": index, "event_id": event_id, "source": source}
+        with self._failed_read(principal, tlog, "fetch", purpose, details):
+            stored = (
+                ledger.find(event_id, source)
+                if event_id is not None
+                else ledger.entry(index if index is not None else -1)
+            )
+        # Recorded before the answer is made: the receipt's checkpoint includes it.
+        self.audit_access(principal, tlog, "fetch", purpose, details)
         return (
             Hit(stored.index, ledger.leaf_hash(stored.index), orjson.loads(stored.data)),
             ledger.receipt(stored.index),
@@ -391,14 +555,18 @@ class Service:
     ) -> Receipt:
         """A receipt for ``index`` into the checkpoint of ``tree_size`` (latest by default)."""
         tlog = self.resolve(principal, log, "read")
-        self.audit_access(
-            principal,
-            tlog,
-            "proof",
-            purpose,
-            {"kind": "inclusion", "index": index, "tree_size": tree_size},
-        )
-        return self.ledger(tlog).receipt(index, tree_size)
+        ledger = self.ledger(tlog)
+        details = {"kind": "inclusion", "index": index, "tree_size": tree_size}
+        with self._failed_read(principal, tlog, "proof", purpose, details):
+            size = (
+                ledger.tree_size()
+                if tree_size is None
+                else ledger.checkpoint_at(tree_size).tree_size
+            )
+            if not 0 <= index < size:
+                raise NotFoundError(f"index {index} is not in a tree of size {size}")
+        self.audit_access(principal, tlog, "proof", purpose, details)
+        return ledger.receipt(index, tree_size)
 
     def consistency(
         self, principal: Principal, log: str, first: int, second: int | None, purpose: str | None
@@ -406,16 +574,17 @@ class Service:
         """A consistency proof and the checkpoint it leads to."""
         tlog = self.resolve(principal, log, "read")
         ledger = self.ledger(tlog)
-        target = ledger.checkpoint_at(second) if second else ledger.checkpoint()
-        if target is None:
-            raise NotFoundError("the log is empty")
-        self.audit_access(
-            principal,
-            tlog,
-            "proof",
-            purpose,
-            {"kind": "consistency", "first": first, "second": target.tree_size},
-        )
+        details: dict[str, Any] = {"kind": "consistency", "first": first, "second": second}
+        with self._failed_read(principal, tlog, "proof", purpose, details):
+            target = ledger.checkpoint_at(second) if second else ledger.checkpoint()
+            if target is None:
+                raise NotFoundError("the log is empty")
+            if not 0 < first <= target.tree_size:
+                raise ProofError(
+                    f"no consistency proof from size {first} to size {target.tree_size}"
+                )
+        details["second"] = target.tree_size
+        self.audit_access(principal, tlog, "proof", purpose, details)
         return ledger.consistency_proof(first, target.tree_size), target
 
     def content(self, principal: Principal, log: str, ref: str, purpose: str | None) -> bytes:
@@ -425,7 +594,8 @@ class Service:
             raise ForbiddenError(
                 "reading content needs a declared purpose (X-Trailseal-Purpose header)"
             )
-        nonce, ciphertext = self.registry.get_content(tlog.tenant, tlog.name, ref)
+        with self._failed_read(principal, tlog, "content", purpose, {"ref": ref}):
+            nonce, ciphertext = self.registry.get_content(tlog.tenant, tlog.name, ref)
         self.audit_access(principal, tlog, "content", purpose, {"ref": ref})
         aad = f"{tlog.tenant}/{tlog.name}/{ref}".encode()
         return self.tenant_keys(tlog.tenant).open(nonce, ciphertext, aad)
@@ -458,8 +628,9 @@ class Service:
         size = ledger.tree_size()
         if level == "entries":
             first = index * TILE_WIDTH
-            if first + width > size:
-                raise NotFoundError(f"{path} is beyond the log's size {size}")
+            with self._failed_read(principal, tlog, "tiles", None, {"path": path}):
+                if first + width > size:
+                    raise NotFoundError(f"{path} is beyond the log's size {size}")
             self.audit_access(principal, tlog, "tiles", None, {"path": path})
             entries = ledger.storage.read_entries(ledger.log.id, first, first + width)
             return encode_entry_bundle(e.data for e in entries)

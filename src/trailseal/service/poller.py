@@ -100,8 +100,11 @@ class BackgroundPoller:
         *,
         name: str = STATE_NAME,
         close: Callable[[], None] | None = None,
+        gate: Callable[[], bool] | None = None,
     ) -> None:
         self._stop = threading.Event()
+        self._gate = gate
+        """Cycles run only while it answers True (one poller among many nodes)."""
         self._close = close
         self.poller = make_poller(self._wait)
         self.interval_s = max(0.0, interval_s)
@@ -130,13 +133,15 @@ class BackgroundPoller:
             self._close()
         LOGGER.info("poller stopped", extra={"poller": self.name, "cycles": self.cycles})
 
-    def run_cycle(self) -> None:
-        """One cycle; every error is logged, none escapes."""
+    def run_cycle(self) -> bool:
+        """One cycle; every error is logged, none escapes. False if another node polls."""
+        if self._gate is not None and not self._gate():
+            return False
         try:
             self.last_summary = self.poller.poll_once()
             self.cycles += 1
         except PollerStoppedError:
-            return
+            return True
         except Error as e:
             self.failures += 1
             LOGGER.error(
@@ -149,12 +154,14 @@ class BackgroundPoller:
                 "poll cycle failed unexpectedly",
                 extra={"poller": self.name, "error": type(e).__name__, "detail": str(e)[:1000]},
             )
+        return True
 
     def run(self) -> None:
         """The loop: a cycle, then ``interval_s`` (or until stopped)."""
         while not self._stop.is_set():
-            self.run_cycle()
-            if self._stop.wait(self.interval_s):
+            ran = self.run_cycle()
+            # Not elected (yet): look again soon, to take over quickly from a dead node.
+            if self._stop.wait(self.interval_s if ran else min(self.interval_s, 1.0)):
                 break
 
 
@@ -163,6 +170,9 @@ def start_audit_poller(
 ) -> BackgroundPoller:
     """Build the poller of ``config`` and run it in the background."""
     given: Fetch | None = options.pop("fetch", None)
+    gate: Callable[[], bool] = options.pop(
+        "gate", lambda: service.leads(f"slack-audit:{STATE_NAME}")
+    )
     close: Callable[[], None] | None = None
     if given is None:
         real = HttpxFetch(config.token, config.base_url)
@@ -174,7 +184,7 @@ def start_audit_poller(
     def make(sleep: Sleep) -> AuditPoller:
         return build_audit_poller(service, config, fetch=fetch, sleep=sleep, **options)
 
-    return BackgroundPoller(make, config.interval_s, close=close).start()
+    return BackgroundPoller(make, config.interval_s, close=close, gate=gate).start()
 
 
 __all__ = [

@@ -1,7 +1,12 @@
-"""Tenants, their logs, API keys and the encrypted content store (``service.db``).
+"""Tenants, their logs, API keys, the encrypted content store and poller state.
 
 This database is the service's own, beside the ledger's: unlike the ledger it is
-mutable (a key can be revoked), and nothing in it is needed to verify a log.
+mutable (a key can be revoked), and nothing in it is needed to verify a log. It lives
+where the ledger does (:func:`open_registry`): in SQLite, the file ``service.db`` of the
+data directory; in PostgreSQL, tables beside the ledger's in the same schema
+(:mod:`trailseal.service.registry_postgres`), shared by every node. :class:`Registry`
+holds the logic once and speaks to either through a :class:`RegistryDatabase`, a thin
+layer that runs SQL and maps the engine's errors to ours.
 
 API keys read ``tsk_<key id>_<secret>``; only SHA-256 of the secret is stored and the
 comparison is constant-time. A key has one role and belongs to one tenant; an
@@ -12,25 +17,27 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from trailseal.errors import AlreadyExistsError, ConfigError, NotFoundError, StorageError
+from trailseal.errors import AlreadyExistsError, ConfigError, NotFoundError
 from trailseal.policy.content import StoredBody
+from trailseal.service.registry_sqlite import SqliteRegistryDatabase
+from trailseal.storage.urls import StorageUrl
 
 AUTH_CACHE_S = 5.0
 """How long a successful API-key check is remembered (see :meth:`Registry.authenticate`)."""
+
+SQLITE_FILE = "service.db"
+"""The registry's file in a data directory whose ledger is in SQLite."""
 
 ROLES = ("ingest", "reader", "auditor", "approver", "admin")
 """Roles, from DESIGN §6."""
@@ -45,44 +52,6 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _TOKEN = re.compile(r"^tsk_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})$")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tenants (
-    name TEXT PRIMARY KEY,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tenant_logs (
-    tenant TEXT NOT NULL,
-    name TEXT NOT NULL,
-    ledger_log TEXT NOT NULL UNIQUE,
-    capture_content INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (tenant, name)
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_id TEXT PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    role TEXT NOT NULL,
-    operator INTEGER NOT NULL DEFAULT 0,
-    secret_sha256 BLOB NOT NULL,
-    description TEXT NOT NULL DEFAULT '',
-    created_at TEXT NOT NULL,
-    revoked_at TEXT
-);
-CREATE TABLE IF NOT EXISTS poll_state (
-    name TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS content (
-    ref TEXT PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    log TEXT NOT NULL,
-    nonce BLOB NOT NULL,
-    ciphertext BLOB NOT NULL,
-    created_at TEXT NOT NULL
-);
-"""
 
 
 def check_name(kind: str, name: str) -> None:
@@ -133,62 +102,90 @@ class ApiKeyInfo:
     revoked_at: str | None
 
 
-class Registry:
-    """Tenants, logs, API keys and content, in one SQLite file."""
+# -- the database layer -------------------------------------------------------------------
+#
+# The registry's SQL is written once, with ``?`` placeholders, in the dialect SQLite and
+# PostgreSQL share (``ON CONFLICT`` needs SQLite 3.24). Booleans are bound as Python
+# bools: SQLite stores 0/1, PostgreSQL a boolean; both read back through ``bool()``.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        if not path.exists():
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self._lock = threading.Lock()
-        self._auth_cache: dict[bytes, tuple[float, Principal]] = {}
-        self._auth_generation = 0
-        try:
-            self._conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=30.0
-            )
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = FULL")
-            self._conn.executescript(_SCHEMA)
-        except sqlite3.Error as e:
-            raise StorageError(f"cannot open {path}: {e}") from e
+
+class RegistryTransaction(Protocol):
+    """Statements inside one transaction of a :class:`RegistryDatabase`."""
+
+    def execute(self, query: str, args: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the number of rows it changed."""
+        ...
+
+    def executemany(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per row of arguments."""
+        ...
+
+
+class RegistryDatabase(Protocol):
+    """Where a :class:`Registry` keeps its tables: runs its SQL, raises our errors.
+
+    A unique-constraint violation becomes :class:`AlreadyExistsError`; every other
+    database failure a :class:`StorageError` that says what to do.
+    """
+
+    def transaction(self) -> AbstractContextManager[RegistryTransaction]:
+        """A transaction, committed when the block ends normally, else rolled back."""
+        ...
+
+    def rows(self, query: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read-only statement."""
+        ...
 
     def close(self) -> None:
-        """Release the connection."""
-        self._conn.close()
+        """Release connections."""
+        ...
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._conn
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.IntegrityError as e:
-                raise AlreadyExistsError(f"already exists: {e}") from e
-            except sqlite3.Error as e:
-                raise StorageError(f"service database failed: {e}") from e
 
-    def _rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        with self._lock:
-            try:
-                return self._conn.execute(sql, args).fetchall()
-            except sqlite3.Error as e:
-                raise StorageError(f"service database failed: {e}") from e
+class Registry:
+    """Tenants, logs, API keys, content and poller state, in a :class:`RegistryDatabase`.
+
+    ``where`` is a SQLite file (created 0600 when missing) or an open database, such as
+    :class:`~trailseal.service.registry_postgres.PostgresRegistryDatabase`; the registry
+    closes it. ``monotonic`` is the clock of the authentication cache (a test seam).
+    """
+
+    def __init__(
+        self,
+        where: Path | RegistryDatabase,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = where if isinstance(where, Path) else None
+        """The SQLite file, or None when the registry lives elsewhere."""
+        self._db = SqliteRegistryDatabase(where) if isinstance(where, Path) else where
+        self._monotonic = monotonic
+        self._auth_cache: dict[bytes, tuple[float, Principal]] = {}
+        self._auth_generation = 0
+
+    def close(self) -> None:
+        """Release the database."""
+        self._db.close()
+
+    def _tx(self) -> AbstractContextManager[RegistryTransaction]:
+        return self._db.transaction()
+
+    def _rows(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
+        return self._db.rows(query, args)
 
     # -- tenants and logs -----------------------------------------------------------
 
     def create_tenant(self, name: str, at: str) -> None:
         """Add a tenant."""
         check_name("tenant", name)
-        with self._tx() as conn:
-            if conn.execute("SELECT 1 FROM tenants WHERE name = ?", (name,)).fetchone():
+        with self._tx() as tx:
+            # One statement decides a race between nodes: the loser inserts nothing.
+            added = tx.execute(
+                "INSERT INTO tenants (name, created_at) VALUES (?, ?)"
+                " ON CONFLICT (name) DO NOTHING",
+                (name, at),
+            )
+            if not added:
                 raise AlreadyExistsError(f"tenant {name!r} already exists")
-            conn.execute("INSERT INTO tenants (name, created_at) VALUES (?, ?)", (name, at))
 
     def tenants(self) -> list[str]:
         """All tenant names."""
@@ -203,11 +200,11 @@ class Registry:
         check_name("log", log.name)
         if not self.tenant_exists(log.tenant):
             raise NotFoundError(f"no tenant {log.tenant!r}")
-        with self._tx() as conn:
-            conn.execute(
+        with self._tx() as tx:
+            tx.execute(
                 "INSERT INTO tenant_logs (tenant, name, ledger_log, capture_content, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (log.tenant, log.name, log.ledger_log, int(log.capture_content), at),
+                (log.tenant, log.name, log.ledger_log, bool(log.capture_content), at),
             )
 
     def logs(self, tenant: str | None = None) -> list[TenantLog]:
@@ -246,18 +243,18 @@ class Registry:
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         digest = hashlib.sha256(secret.encode()).digest()
-        with self._tx() as conn:
-            conn.execute(
+        with self._tx() as tx:
+            tx.execute(
                 "INSERT INTO api_keys (key_id, tenant, role, operator, secret_sha256,"
                 " description, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key_id, tenant, role, int(operator), digest, description, at),
+                (key_id, tenant, role, bool(operator), digest, description, at),
             )
         return key_id, f"tsk_{key_id}_{secret}"
 
     def cached_principal(self, token: str) -> Principal | None:
         """A recent successful check of this token, without touching the database."""
         hit = self._auth_cache.get(hashlib.sha256(token.encode()).digest())
-        if hit is not None and hit[0] > time.monotonic():
+        if hit is not None and hit[0] > self._monotonic():
             return hit[1]
         return None
 
@@ -265,8 +262,8 @@ class Registry:
         """The principal behind a token, or None (unknown, malformed or revoked).
 
         A successful answer is remembered for :data:`AUTH_CACHE_S` seconds, so a key
-        revoked by another process (the CLI) stops working within that time; a key
-        revoked through this registry stops at once.
+        revoked by another process (the CLI, another node) stops working within that
+        time; a key revoked through this registry stops at once.
         """
         m = _TOKEN.match(token)
         if not m:
@@ -293,7 +290,7 @@ class Registry:
         if len(self._auth_cache) > 10_000:
             self._auth_cache.clear()
         if generation == self._auth_generation:  # no revocation raced this check
-            self._auth_cache[fingerprint] = (time.monotonic() + AUTH_CACHE_S, principal)
+            self._auth_cache[fingerprint] = (self._monotonic() + AUTH_CACHE_S, principal)
         return principal
 
     def keys(self, tenant: str | None = None) -> list[ApiKeyInfo]:
@@ -311,13 +308,14 @@ class Registry:
 
     def revoke_key(self, key_id: str, at: str, tenant: str | None = None) -> None:
         """Revoke a key (only within ``tenant`` when given); it stops working at once here."""
-        with self._tx() as conn:
-            cur = conn.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL"
-                " AND (? IS NULL OR tenant = ?)",
-                (at, key_id, tenant, tenant),
-            )
-            if cur.rowcount == 0:
+        query = "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL"
+        args: list[Any] = [at, key_id]
+        if tenant is not None:
+            query += " AND tenant = ?"
+            args.append(tenant)
+        with self._tx() as tx:
+            # Two nodes revoking at once: the row lock makes the second see it revoked.
+            if tx.execute(query, args) == 0:
                 raise NotFoundError(f"no active API key {key_id!r}")
         # After the commit; the generation stops a check that raced it from re-caching.
         self._auth_generation += 1
@@ -327,8 +325,8 @@ class Registry:
 
     def put_contents(self, tenant: str, log: str, bodies: list[StoredBody], at: str) -> None:
         """Store sealed bodies, in one transaction."""
-        with self._tx() as conn:
-            conn.executemany(
+        with self._tx() as tx:
+            tx.executemany(
                 "INSERT INTO content (ref, tenant, log, nonce, ciphertext, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [(b.ref, tenant, log, b.nonce, b.ciphertext, at) for b in bodies],
@@ -357,11 +355,58 @@ class Registry:
         return value if isinstance(value, dict) else None
 
     def put_state(self, name: str, state: dict[str, Any], at: str) -> None:
-        """Replace a poller's state durably (synchronous=FULL)."""
-        with self._tx() as conn:
-            conn.execute(
+        """Replace a poller's state durably (committed before this returns)."""
+        with self._tx() as tx:
+            tx.execute(
                 "INSERT INTO poll_state (name, state, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET state = excluded.state,"
                 " updated_at = excluded.updated_at",
                 (name, orjson.dumps(state).decode(), at),
             )
+
+
+def open_registry(
+    url: StorageUrl,
+    *,
+    data_dir: Path,
+    migrate: bool = True,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Registry:
+    """The registry beside the ledger that ``url`` names.
+
+    SQLite: the file ``service.db`` in ``data_dir`` (each data directory has its own).
+    PostgreSQL: the registry's tables in the ledger's schema, shared by every node on it;
+    their migrations are applied when ``migrate``, otherwise a schema that is behind is
+    refused with a pointer to ``trailseal migrate-db``.
+    """
+    if url.engine == "sqlite":
+        return Registry(data_dir / SQLITE_FILE, monotonic=monotonic)
+    try:
+        from trailseal.service.registry_postgres import (  # noqa: PLC0415 (optional extra)
+            PostgresRegistryDatabase,
+        )
+    except ImportError as e:  # pragma: no cover - psycopg comes with the postgres extra
+        raise ConfigError(
+            "a PostgreSQL registry needs psycopg: pip install 'trailseal[postgres]'"
+        ) from e
+    assert url.dsn is not None
+    return Registry(
+        PostgresRegistryDatabase(url.dsn, schema=url.schema, migrate=migrate),
+        monotonic=monotonic,
+    )
+
+
+__all__ = [
+    "AUTH_CACHE_S",
+    "PERMISSIONS",
+    "ROLES",
+    "SQLITE_FILE",
+    "ApiKeyInfo",
+    "Principal",
+    "Registry",
+    "RegistryDatabase",
+    "RegistryTransaction",
+    "TenantLog",
+    "check_name",
+    "open_registry",
+]

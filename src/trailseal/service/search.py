@@ -202,8 +202,46 @@ class SearchIndex:
                 raise StorageError(f"search index failed: {e}") from e
         return added
 
+    def text_matches(
+        self, log: str, query: Query, after_rowid: int = 0, limit: int = MAX_LIMIT
+    ) -> list[tuple[int, int]]:
+        """``(rowid, index)`` of entries matching ``query.text`` (and ``since``/``until``),
+        in log order, after the text-index row ``after_rowid``: pass the last rowid back
+        for the next page.
+
+        Pages through the full-text table in its own row order (a log's entries are
+        indexed in index order), so a page costs its own size; :meth:`search` with a
+        text filter re-runs the whole match for every page, which is fine for a page of
+        an API answer but quadratic for a report of every match.
+        """
+        if not query.text or "\x00" in query.text:
+            raise FormatError("a text match needs a query text without NUL characters")
+        where = ["events_text MATCH ?", "events_text.rowid > ?", "events_text.log = ?"]
+        args: list[Any] = ['"' + query.text.replace('"', '""') + '"', after_rowid, log]
+        if query.since:
+            where.append("e.time >= ?")
+            args.append(normalize_time(query.since))
+        if query.until:
+            where.append("e.time < ?")
+            args.append(normalize_time(query.until))
+        sql = (
+            "SELECT events_text.rowid, events_text.idx FROM events_text"  # noqa: S608
+            " JOIN events e ON e.log = events_text.log AND e.idx = events_text.idx"
+            f" WHERE {' AND '.join(where)} ORDER BY events_text.rowid LIMIT ?"
+        )
+        args.append(min(max(limit, 1), MAX_LIMIT))
+        with self._lock:
+            try:
+                return [(r[0], r[1]) for r in self._conn.execute(sql, args)]
+            except sqlite3.Error as e:
+                raise StorageError(f"search failed: {e}") from e
+
     def search(
-        self, log: str, query: Query, limit: int = 100, before: int | None = None
+        self,
+        log: str,
+        query: Query,
+        limit: int = 100,
+        before: int | None = None,
     ) -> list[int]:
         """Matching indexes, newest first, at most ``limit``, all below ``before``."""
         where = ["log = ?"]

@@ -109,7 +109,14 @@ class WriteTransaction(Protocol):
         chunks: Sequence[TileChunk],
         checkpoint: StoredCheckpoint,
     ) -> None:
-        """Append entries from ``first_index``, their tile chunks and the new checkpoint."""
+        """Append entries from ``first_index``, their tile chunks and the new checkpoint.
+
+        May be called several times in one transaction (``trailseal copy-log`` commits
+        many source checkpoints together): each call sees the ones before it, through
+        :meth:`tree_size`, :meth:`read_tiles` and :meth:`find_entries`, and all of them
+        commit or none does. ``entries`` may be empty: a checkpoint re-signed at the
+        same size.
+        """
         ...
 
 

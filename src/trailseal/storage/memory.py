@@ -38,19 +38,43 @@ def _tiles(log: _Log, keys: Sequence[TileKey]) -> dict[TileKey, bytes]:
 
 
 class _MemoryWrite:
+    """Appends are staged and applied on commit; reads inside the transaction see them,
+    as a database transaction sees its own writes."""
+
     def __init__(self, storage: MemoryStorage, log: _Log) -> None:
         self._storage = storage
         self._log = log
-        self.pending: tuple[int, list[NewEntry], list[TileChunk], StoredCheckpoint] | None = None
+        self.pending: list[tuple[int, list[NewEntry], list[TileChunk], StoredCheckpoint]] = []
 
     def tree_size(self) -> int:
-        return max((c.tree_size for c in self._log.checkpoints), default=0)
+        sizes = [c.tree_size for c in self._log.checkpoints]
+        sizes += [cp.tree_size for _, _, _, cp in self.pending]
+        return max(sizes, default=0)
 
     def read_tiles(self, keys: Sequence[TileKey]) -> dict[TileKey, bytes]:
-        return _tiles(self._log, keys)
+        tiles = _tiles(self._log, keys)
+        for _, _, chunks, _ in self.pending:
+            for c in chunks:
+                if (c.level, c.index) in keys:
+                    tiles[(c.level, c.index)] = tiles.get((c.level, c.index), b"") + c.hashes
+        return tiles
+
+    def _staged_keys(self) -> dict[IdempotencyKey, StoredEntry]:
+        out: dict[IdempotencyKey, StoredEntry] = {}
+        for first, entries, _, _ in self.pending:
+            for i, e in enumerate(entries):
+                if e.event_id is not None:
+                    key = (e.source or "", e.event_id)
+                    out[key] = StoredEntry(first + i, e.data, e.source, e.event_id)
+        return out
 
     def find_entries(self, keys: Sequence[IdempotencyKey]) -> dict[IdempotencyKey, StoredEntry]:
-        return {k: self._log.entries[self._log.by_key[k]] for k in keys if k in self._log.by_key}
+        staged = self._staged_keys()
+        out = {k: staged[k] for k in keys if k in staged}
+        out.update(
+            {k: self._log.entries[self._log.by_key[k]] for k in keys if k in self._log.by_key}
+        )
+        return out
 
     def append(
         self,
@@ -59,12 +83,10 @@ class _MemoryWrite:
         chunks: Sequence[TileChunk],
         checkpoint: StoredCheckpoint,
     ) -> None:
-        if self.pending is not None:
-            raise StorageError("one append per write transaction")
-        if first_index != len(self._log.entries):
-            held = len(self._log.entries)
+        held = len(self._log.entries) + sum(len(e) for _, e, _, _ in self.pending)
+        if first_index != held:
             raise StorageError(f"append at {first_index} but the log holds {held}")
-        seen: set[IdempotencyKey] = set()
+        seen = set(self._staged_keys())
         for e in entries:
             if e.event_id is None:
                 continue
@@ -72,28 +94,26 @@ class _MemoryWrite:
             if key in self._log.by_key or key in seen:
                 raise StorageError(f"duplicate idempotency key {(e.source, e.event_id)}")
             seen.add(key)
-        self.pending = (first_index, list(entries), list(chunks), checkpoint)
+        self.pending.append((first_index, list(entries), list(chunks), checkpoint))
 
     def commit(self) -> None:
-        if self.pending is None:
-            return
-        first, entries, chunks, checkpoint = self.pending
         log = self._log
-        for i, e in enumerate(entries):
-            stored = StoredEntry(first + i, e.data, e.source, e.event_id)
-            log.entries.append(stored)
-            if e.event_id is not None:
-                log.by_key[(e.source or "", e.event_id)] = first + i
-        for c in chunks:
-            log.chunks.setdefault((c.level, c.index), []).append(c)
-        row = StoredCheckpoint(
-            self._storage.next_id(),
-            checkpoint.tree_size,
-            checkpoint.root_hash,
-            checkpoint.note,
-            checkpoint.signed_at,
-        )
-        log.checkpoints.append(row)
+        for first, entries, chunks, checkpoint in self.pending:
+            for i, e in enumerate(entries):
+                stored = StoredEntry(first + i, e.data, e.source, e.event_id)
+                log.entries.append(stored)
+                if e.event_id is not None:
+                    log.by_key[(e.source or "", e.event_id)] = first + i
+            for c in chunks:
+                log.chunks.setdefault((c.level, c.index), []).append(c)
+            row = StoredCheckpoint(
+                self._storage.next_id(),
+                checkpoint.tree_size,
+                checkpoint.root_hash,
+                checkpoint.note,
+                checkpoint.signed_at,
+            )
+            log.checkpoints.append(row)
 
 
 class MemoryStorage:

@@ -1,0 +1,180 @@
+"""Readable previews of the app's Block Kit, for ``docs/slack/audit-app.md``.
+
+``python -m trailseal.slackapp.preview docs/slack/audit-app.md`` rewrites the part of the
+guide between ``<!-- previews:start -->`` and ``<!-- previews:end -->`` with the modal,
+the approvers' message (before and after a decision), ``/audit status`` and the Home
+tab, rendered from the very functions the app calls; a test fails when the guide and the
+code drift apart.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from trailseal.slackapp import messages
+from trailseal.slackapp.modal import request_modal
+from trailseal.slackapp.model import AuditRequest, AuditScope
+
+START, END = "<!-- previews:start -->", "<!-- previews:end -->"
+
+SAMPLE = AuditRequest(
+    id="ar_5f2c19e0a7d3",
+    requester="U024BE7LH",
+    team_id="T0HOME",
+    scope=AuditScope(
+        kind="channel",
+        start="2025-05-01T00:00:00.000000Z",
+        end="2025-06-01T00:00:00.000000Z",
+        team_id="T0HOME",
+        channels=("C0INCIDENT",),
+        include_external=True,
+    ),
+    purpose="Legal hold LH-42: preserve the incident channel for counsel",
+    requested_at="2025-06-01T12:00:00.000000Z",
+    expires_at="2025-06-04T12:00:00.000000Z",
+)
+LINKS = [
+    (
+        "report.csv",
+        "https://trailseal.example.com/slack/reports/ar_5f2c19e0a7d3/report.csv?token=…",
+    ),
+    ("bundle.json", "https://trailseal.example.com/slack/reports/ar_5f2c19e0a7d3/bundle.json?…"),
+]
+
+
+def _plain(obj: Any) -> str:
+    return str(obj.get("text", "")) if isinstance(obj, dict) else ""
+
+
+_PICKERS = {
+    "datetimepicker": "📅 date and time",
+    "multi_conversations_select": "▾ pick channels",
+    "multi_users_select": "▾ pick people",
+}
+
+
+def _element(element: dict[str, Any]) -> str:
+    kind = element.get("type")
+    if kind == "button":
+        style = {"primary": " (green)", "danger": " (red)"}.get(element.get("style", ""), "")
+        link = " ↗" if element.get("url") else ""
+        return f"`[ {_plain(element.get('text'))} ]`{style}{link}"
+    if kind == "static_select":
+        options = " / ".join(str(o["value"]) for o in element.get("options", []))
+        return f"▾ select: {options}"
+    if kind == "checkboxes":
+        return " ".join(f"☐ {_plain(o.get('text'))}" for o in element.get("options", []))
+    if kind in _PICKERS:
+        return _PICKERS[kind]
+    if kind == "plain_text_input":
+        hint = _plain(element.get("placeholder"))
+        box = "multi-line text" if element.get("multiline") else "text"
+        return f"✎ {box}" + (f" — “{hint}”" if hint else "")
+    return f"({kind})"
+
+
+def _quote(text: str) -> list[str]:
+    return [f"> {line}" if line else ">" for line in text.splitlines()]
+
+
+def render_blocks(blocks: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines (a blockquote) showing what Slack draws for ``blocks``."""
+    out: list[str] = []
+    for block in blocks:
+        kind = block.get("type")
+        if kind == "header":
+            out += [f"> **{_plain(block.get('text'))}**"]
+        elif kind == "section":
+            out += _quote(_plain(block.get("text")))
+        elif kind == "context":
+            out += _quote("<sub>" + " ".join(_plain(e) for e in block["elements"]) + "</sub>")
+        elif kind == "actions":
+            out += ["> " + "  ".join(_element(e) for e in block["elements"])]
+        elif kind == "input":
+            optional = " _(optional)_" if block.get("optional") else ""
+            out += [f"> **{_plain(block.get('label'))}**{optional}: {_element(block['element'])}"]
+            if block.get("hint"):
+                out += [f"> <sub>{_plain(block['hint'])}</sub>"]
+        elif kind == "divider":
+            out += ["> ───"]
+        out += [">"]
+    while out and out[-1] == ">":
+        out.pop()
+    return out
+
+
+def _view(title: str, view: dict[str, Any]) -> list[str]:
+    head = f"> ### {_plain(view.get('title'))}" if view.get("title") else None
+    buttons = [_plain(view.get(k)) for k in ("close", "submit") if view.get(k)]
+    lines = [f"#### {title}", ""]
+    if head:
+        lines += [head, ">"]
+    lines += render_blocks(view["blocks"])
+    if buttons:
+        lines += [">", "> " + "  ".join(f"`[ {b} ]`" for b in buttons)]
+    return [*lines, ""]
+
+
+def _message(title: str, blocks: list[dict[str, Any]]) -> list[str]:
+    return [f"#### {title}", "", *render_blocks(blocks), ""]
+
+
+def render_previews() -> str:
+    """The generated part of the guide."""
+    now = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+    _, pending = messages.approval_message(SAMPLE)
+    _, decided = messages.approval_message(
+        SAMPLE, ("approved", "U07APPROVER", "2025-06-01T12:05:00.000000Z")
+    )
+    _, report = messages.report_notice(SAMPLE, 1832, LINKS)
+    lines = [
+        START,
+        "<!-- generated by `python -m trailseal.slackapp.preview docs/slack/audit-app.md`;"
+        " do not edit by hand -->",
+        "",
+        *_view("The request form (`/audit`)", request_modal(now, 366)),
+        *_view("After submitting", messages.submitted_view(SAMPLE)),
+        *_message("The approvers' message", pending),
+        *_message("The approvers' message after a decision", decided),
+        *_message("The requester's report message", report),
+        *_message(
+            "`/audit status`",
+            messages.status_blocks([messages.Listed(SAMPLE, "ready", LINKS)]),
+        ),
+        *_view(
+            "The Home tab (an approver's)",
+            messages.home_view(
+                [messages.Listed(SAMPLE, "ready", LINKS)],
+                [
+                    messages.Listed(
+                        replace(SAMPLE, id="ar_90be3c11d4f6", requester="U05OTHER"),
+                        "pending",
+                    )
+                ],
+            ),
+        ),
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def rewrite(path: Path) -> bool:
+    """Replace the generated part of ``path``; True when it changed."""
+    text = path.read_text()
+    head, start, rest = text.partition(START)
+    _, end, tail = rest.partition(END)
+    if not start or not end:
+        raise SystemExit(f"{path} has no {START} … {END} section")
+    updated = head + render_previews() + tail
+    if updated != text:
+        path.write_text(updated)
+        return True
+    return False
+
+
+if __name__ == "__main__":
+    rewrite(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/slack/audit-app.md"))
