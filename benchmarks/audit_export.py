@@ -23,6 +23,11 @@ another's:
 - ``report_query``: the same rows through the search index (a free-text query every
   event matches); the index is built first (its ``catch_up`` is timed apart).
 - ``verify_bundle``: ``verify_bundle`` of the report's bundle, offline.
+- ``upload_sdk`` and ``upload_stream``: the ``report`` variant's four files shared in a
+  channel the way slack_sdk's ``files_upload_v2`` does it (each file read whole, then
+  POSTed) and the way trailseal does it (``share_files``: POSTed from disk in blocks),
+  to a local stand-in for Slack's three upload endpoints that counts the bytes and
+  keeps none. Peak memory is the upload's alone (the report was built in another process).
 - ``narrow_scan`` and ``narrow_query``: a report of one channel's events (1 in 40), as a
   channel audit (a scan of every entry) and as a free-text query for the channel's name
   through the service's own, already caught-up search index (its catch-up is done first
@@ -71,6 +76,8 @@ VARIANTS = (
     "verify_bundle",
     "narrow_scan",
     "narrow_query",
+    "upload_sdk",
+    "upload_stream",
 )
 NARROW_CHANNEL = "C00000007"  # one of 40 channels: 1 event in 40
 _ACTIONS = (
@@ -201,6 +208,11 @@ def variant_report(
     sizes = {p.suffix: p.stat().st_size for p in (files.csv, files.json, files.summary_html)}
     if not narrow:
         shutil.copy(files.bundle, work.parent / "bundle.zip")
+    if not narrow and not query:  # kept for the upload variants
+        kept = work.parent / "report-files"
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(work / "report", kept)
+        (kept / "rows.txt").write_text(str(files.rows))
     return {
         "rows": files.rows,
         "bytes": sizes[".csv"],
@@ -220,9 +232,94 @@ def variant_verify(service: Service, work: Path) -> dict[str, Any]:
     return {"rows": report.entries_checked, "bytes": (work.parent / "bundle.zip").stat().st_size}
 
 
+class _SlackSink:
+    """Slack's upload endpoints, counting bytes and keeping none, on a local port."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: PLC0415
+        from urllib.parse import parse_qsl, urlsplit  # noqa: PLC0415
+
+        sink = self
+        self.received: dict[str, int] = {}
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def do_POST(self) -> None:
+                url = urlsplit(self.path)
+                length = int(self.headers.get("content-length", "0"))
+                if url.path.startswith("/upload/"):
+                    got = 0
+                    while got < length:
+                        block = self.rfile.read(min(length - got, 1 << 20))
+                        if not block:
+                            break
+                        got += len(block)
+                    sink.received[url.path.rsplit("/", 1)[-1]] = got
+                    self._answer(b"OK", "text/plain")
+                    return
+                params = dict(parse_qsl(url.query))
+                params.update(parse_qsl(self.rfile.read(length).decode()))
+                method = url.path.rsplit("/", 1)[-1]
+                if method == "files.getUploadURLExternal":
+                    fid = f"F{len(sink.received) + 1:08d}"
+                    sink.received[fid] = -1
+                    answer = {"ok": True, "file_id": fid, "upload_url": f"{origin}/upload/{fid}"}
+                elif method == "files.completeUploadExternal":
+                    answer = {"ok": True, "files": json.loads(params["files"])}
+                else:
+                    answer = {"ok": False, "error": "unknown_method"}
+                self._answer(json.dumps(answer).encode(), "application/json")
+
+            def _answer(self, body: bytes, content_type: str) -> None:
+                self.send_response(200)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.base_url = f"{origin}/api/"
+        import threading  # noqa: PLC0415
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def variant_upload(work: Path, streamed: bool) -> dict[str, Any]:
+    from slack_sdk.web import WebClient  # noqa: PLC0415
+
+    from trailseal.slackapp.upload import Upload, share_files  # noqa: PLC0415
+
+    kept = work.parent / "report-files"
+    if not kept.is_dir():
+        raise SystemExit("the upload variants need the report variant to run first")
+    paths = sorted(p for p in kept.iterdir() if p.name != "rows.txt")
+    sink = _SlackSink()
+    web = WebClient(token="xoxb-bench", base_url=sink.base_url)
+    if streamed:
+        share_files(web, [Upload(p, p.name) for p in paths], "C1", None, "benchmark")
+    else:
+        uploads = [{"file": str(p), "filename": p.name, "title": p.name} for p in paths]
+        web.files_upload_v2(file_uploads=uploads, channel="C1", initial_comment="benchmark")
+    sink.server.shutdown()
+    sent = sum(p.stat().st_size for p in paths)
+    if sum(sink.received.values()) != sent:
+        raise SystemExit(f"the sink received {sink.received}, not {sent:,} bytes")
+    return {"rows": int((kept / "rows.txt").read_text()), "bytes": sent, "upload": True}
+
+
 def child(variant: str, data: Path, work: Path) -> None:
     """Run one variant on a private copy of the search index; print its numbers as JSON."""
     work.mkdir(parents=True, exist_ok=True)
+    if variant.startswith("upload"):  # no service: the peak is the upload's own
+        t0 = time.perf_counter()
+        result = variant_upload(work, streamed=variant == "upload_stream")
+        result["seconds"] = time.perf_counter() - t0
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
     service, _ = Service.open(data)
     if variant == "report_query":  # a fresh index, so its catch-up is measured
         service.search_index.close()
@@ -349,6 +446,8 @@ def print_table(results: dict[str, dict[str, Any]], n: int, info: dict[str, Any]
             )
         if variant == "verify_bundle":
             out = f"bundle {r['bytes'] / 1e6:,.0f} MB"
+        if "upload" in r:
+            out = f"uploaded {r['bytes'] / 1e6:,.0f} MB (the report's four files)"
         if "index_catch_up_before_s" in r:
             out += (
                 f" (index caught up before: {r['index_catch_up_before_s']:.1f} s, not in the time)"

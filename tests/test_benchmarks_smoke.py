@@ -380,6 +380,8 @@ AUDIT_VARIANTS = (
     "verify_bundle",
     "narrow_scan",
     "narrow_query",
+    "upload_sdk",
+    "upload_stream",
 )
 
 
@@ -418,5 +420,9 @@ def test_audit_export_quick_reports_everything(tmp_path: Path) -> None:
             assert math.isfinite(value), f"{variant}.{stat}"
             assert value > 0, f"{variant}.{stat}"
     assert measurements["report_query.index_catch_up_s"]["value"] > 0
-    for text in ("naive_csv", "stream_csv", "peak RSS MB", "wall time"):
+    # Both uploads sent the report variant's files, every byte (the sink checks the sum).
+    assert measurements["upload_stream.output_bytes"]["value"] == (
+        measurements["upload_sdk.output_bytes"]["value"]
+    )
+    for text in ("naive_csv", "stream_csv", "upload_stream", "peak RSS MB", "wall time"):
         assert text in proc.stdout

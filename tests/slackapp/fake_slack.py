@@ -16,9 +16,10 @@ Realism that tests rely on:
 - Cursor pagination (``cursor``/``limit``, ``response_metadata.next_cursor``) on
   ``conversations.list``, ``conversations.members``, ``users.list`` and
   ``admin.apps.approved.list``; ``invalid_cursor`` on a cursor it did not issue.
-- ``files_upload_v2`` end to end: ``files.getUploadURLExternal`` hands out an upload URL
-  on this server, which stores the raw bytes, and ``files.completeUploadExternal``
-  shares them; :attr:`FakeSlack.files` keeps the bytes for tests to compare.
+- Uploads end to end: ``files.getUploadURLExternal`` hands out an upload URL on this
+  server, which reads the bytes in blocks (their SHA-256, and the bytes of files up to
+  1 MiB), and ``files.completeUploadExternal`` shares them (``file_upload_size_mismatch``
+  when fewer bytes came than announced); :attr:`FakeSlack.files` keeps them for tests.
 - Scripting: :meth:`FakeSlack.rate_limit` makes the next call(s) of a method answer
   HTTP 429 with ``Retry-After``; :meth:`FakeSlack.fail` makes them answer an error code.
 - Methods it does not implement answer ``unknown_method``, so a wrong call fails a test.
@@ -27,13 +28,14 @@ Realism that tests rely on:
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 import threading
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, urlsplit
 
 Answer = tuple[int, dict[str, str], dict[str, Any]]
@@ -75,6 +77,9 @@ BOT_SCOPES = frozenset(
 )
 """The scopes a freshly installed /audit bot token has (no admin scopes)."""
 
+KEEP_BYTES = 1 << 20
+"""Uploaded files up to this size are kept whole in :attr:`FakeFile.data`."""
+
 _PRIVATE_SCOPE = "groups:read"
 
 
@@ -103,12 +108,16 @@ class FakeMessage:
 
 @dataclass
 class FakeFile:
-    """A file announced by ``files.getUploadURLExternal``; ``data`` once uploaded."""
+    """A file announced by ``files.getUploadURLExternal``. Once uploaded: ``received``
+    bytes with ``sha256``, and the bytes themselves in ``data`` up to :data:`KEEP_BYTES`
+    (the fake reads uploads in blocks, so a test can measure the client's memory)."""
 
     id: str
     filename: str
     length: int
     data: bytes | None = None
+    received: int | None = None
+    sha256: str | None = None
     title: str | None = None
     shared_to: list[str] = field(default_factory=list)
     initial_comment: str | None = None
@@ -335,14 +344,15 @@ class FakeSlack:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
+                url = urlsplit(self.path)
+                if url.path.startswith("/upload/"):
+                    status, body = fake._upload(url.path.rsplit("/", 1)[-1], self.rfile, length)
+                    self._send(status, {"content-type": "text/plain"}, body.encode())
+                    return
                 self._serve(self.rfile.read(length))
 
             def _serve(self, raw: bytes) -> None:
                 url = urlsplit(self.path)
-                if url.path.startswith("/upload/"):
-                    status, body = fake._upload(url.path.rsplit("/", 1)[-1], raw)
-                    self._send(status, {"content-type": "text/plain"}, body.encode())
-                    return
                 content_type = self.headers.get("content-type", "")
                 status, headers, answer = fake._dispatch(
                     url.path.rsplit("/", 1)[-1],
@@ -405,14 +415,26 @@ class FakeSlack:
     def _next_ts(self) -> str:
         return f"1700000000.{next(self._ts):06d}"
 
-    def _upload(self, file_id: str, raw: bytes) -> tuple[int, str]:
+    def _upload(self, file_id: str, body: BinaryIO, length: int) -> tuple[int, str]:
         with self._lock:
             self.calls.append(FakeCall("upload", {"file_id": file_id}, False, ""))
             upload = self.files.get(file_id)
-            if upload is None or upload.data is not None:
+            if upload is None or upload.received is not None:
                 return 404, "Not Found"
-            upload.data = raw
-            return 200, f"OK - {len(raw)}"
+        digest, kept, left = hashlib.sha256(), bytearray(), length
+        while left:
+            block = body.read(min(left, 64 * 1024))
+            if not block:
+                break
+            left -= len(block)
+            digest.update(block)
+            if len(kept) + len(block) <= KEEP_BYTES:
+                kept += block
+        with self._lock:
+            upload.received = length - left
+            upload.sha256 = digest.hexdigest()
+            upload.data = bytes(kept) if upload.received <= KEEP_BYTES else None
+            return 200, f"OK - {upload.received}"
 
     # -- methods ---------------------------------------------------------------------
 
@@ -610,9 +632,9 @@ class FakeSlack:
         shown = []
         for item in items:
             upload = self.files.get(str(item.get("id")))
-            if upload is None or upload.data is None or upload.shared_to:
+            if upload is None or upload.received is None or upload.shared_to:
                 raise SlackFailure("file_not_found")
-            if len(upload.data) != upload.length:
+            if upload.received != upload.length:
                 raise SlackFailure("file_upload_size_mismatch")
         for item in items:
             upload = self.files[item["id"]]

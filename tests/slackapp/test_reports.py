@@ -18,6 +18,7 @@ import pytest
 from slack_sdk.web import WebClient
 
 import trailseal.bundle
+import trailseal.slackapp.upload
 from tests.slackapp.fake_slack import FakeSlack
 from trailseal.bundle import verify_bundle
 from trailseal.cli import main
@@ -468,3 +469,27 @@ def test_cli_audit_report(
 )
 def test_csv_cells_cannot_become_formulas(value: Any, cell: str) -> None:
     assert csv_cell(value) == cell
+
+
+def test_a_file_over_slacks_limit_is_left_out_and_the_comment_says_where_it_is(
+    service: Service,
+    tlog: TenantLog,
+    tmp_path: Path,
+    fake: FakeSlack,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    req = request("team", team_id=HOME)
+    files = build_report(service, tlog, req, tmp_path, web=None)
+    by_size = sorted((files.csv, files.json, files.summary_html, files.bundle), key=_size)
+    largest = by_size[-1]
+    assert _size(largest) > _size(by_size[-2])
+    monkeypatch.setattr(trailseal.slackapp.upload, "SLACK_FILE_LIMIT", _size(by_size[-2]))
+    ids = upload_report(web_for(fake), "C1", None, req, files)
+    assert sorted(fake.files[i].filename for i in ids) == sorted(p.name for p in by_size[:-1])
+    comment = fake.files[ids[0]].initial_comment or ""
+    assert f"{largest.name} (0.0 GB): over Slack's 1 GB file limit, not uploaded" in comment
+    assert "download links" in comment
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size

@@ -22,17 +22,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web import WebClient
 
 from trailseal.bundle import export_bundle
 from trailseal.core.merkle import leaf_hash
 from trailseal.core.note import b64encode
-from trailseal.errors import NotFoundError, SlackError
+from trailseal.errors import NotFoundError
 from trailseal.ledger import rfc3339
 from trailseal.service.core import Service
 from trailseal.service.registry import TenantLog
-from trailseal.slackapp.directory import SlackDirectory, slack_error
+from trailseal.slackapp.directory import SlackDirectory
 from trailseal.slackapp.model import AuditRequest, ReportFiles
 from trailseal.slackapp.report_files import (
     RowWriter,
@@ -41,6 +40,7 @@ from trailseal.slackapp.report_files import (
     write_private,
 )
 from trailseal.slackapp.selection import Selected, home_team, select
+from trailseal.slackapp.upload import Upload, share_files, too_large
 from trailseal.storage.base import StoredEntry
 
 REPORT_FORMAT = "trailseal-audit-report/v1"
@@ -321,34 +321,31 @@ def upload_report(
     request: AuditRequest,
     files: ReportFiles,
 ) -> list[str]:
-    """Upload CSV, JSON, HTML and the evidence bundle in one ``files_upload_v2`` call;
-    returns Slack's file ids. Slack errors raise :class:`~trailseal.errors.SlackError`.
-
-    slack_sdk reads each file whole before sending it (``files.getUploadURLExternal``
-    takes the length first), so an upload holds one file in memory at a time; Slack
-    refuses files over 1 GB, which a CSV reaches at about 4 million rows.
-    """
+    """Share CSV, JSON, HTML and the evidence bundle in one message, streamed from disk
+    (:mod:`trailseal.slackapp.upload`); returns Slack's file ids. A file over Slack's
+    1 GB limit is left out and the comment says where to get it. Slack errors raise
+    :class:`~trailseal.errors.SlackError`."""
     kind = request.scope.kind
     uploads = [
-        {"file": str(files.csv), "filename": files.csv.name, "title": f"Audit {kind}: rows (CSV)"},
-        {"file": str(files.json), "filename": files.json.name, "title": "Rows and summary (JSON)"},
-        {"file": str(files.summary_html), "filename": files.summary_html.name, "title": "Summary"},
-        {"file": str(files.bundle), "filename": files.bundle.name, "title": "Evidence bundle"},
+        Upload(files.csv, f"Audit {kind}: rows (CSV)"),
+        Upload(files.json, "Rows and summary (JSON)"),
+        Upload(files.summary_html, "Summary"),
+        Upload(files.bundle, "Evidence bundle"),
     ]
     comment = (
         f"Audit report for request {request.id}: {files.rows:,} events, "
         f"{files.log_entries:,} log entries proven into tree size {files.tree_size:,}. "
         f"Verify offline: trailseal verify-bundle {files.bundle.name} --key '<verifier key>'"
     )
-    try:
-        response = web.files_upload_v2(
-            file_uploads=uploads, channel=channel, thread_ts=thread_ts, initial_comment=comment
+    left_out = too_large(uploads)
+    if left_out:
+        names = ", ".join(f"{u.path.name} ({u.path.stat().st_size / 1e9:.1f} GB)" for u in left_out)
+        comment += (
+            f"\n{names}: over Slack's 1 GB file limit, not uploaded here; the requester's "
+            "download links (in their direct message and the app's Home tab) serve it."
         )
-    except SlackApiError as e:
-        raise slack_error("files_upload_v2", e) from e
-    except SlackRequestError as e:
-        raise SlackError(f"uploading the report to Slack failed: {e}", code="upload_failed") from e
-    return [str(f["id"]) for f in response.get("files") or []]
+    sent = [u for u in uploads if u not in left_out]
+    return share_files(web, sent, channel, thread_ts, comment)
 
 
 __all__ = ["REPORT_FORMAT", "build_report", "upload_report"]
