@@ -8,7 +8,7 @@ files into the registry (:meth:`~trailseal.service.registry.Registry.put_report_
 and a node asked for a file it lacks fetches it from there into its own reports
 directory. The fetched bytes are checked against the SHA-256 that the
 ``audit.report_generated`` event recorded before any of them is served: the database is
-not trusted to hand back what was put in, the log is (DESIGN §2).
+not trusted to hand back what was put in, the log is (DESIGN §1, principle 2).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 from trailseal.errors import NotFoundError, TamperError
 from trailseal.ledger import Clock, rfc3339
 from trailseal.service.registry import Registry
+from trailseal.slackapp.reports import file_sha256
 
 LOGGER = logging.getLogger("trailseal.slackapp")
 
@@ -107,7 +108,7 @@ class ReportStore:
         with self._lock:
             if key in self._checked:
                 return True
-        if _file_sha256(path) != sha256:
+        if file_sha256(path) != sha256:
             return False
         self._remember(path, sha256)
         return True
@@ -118,14 +119,6 @@ class ReportStore:
             if len(self._checked) > 10_000:
                 self._checked.clear()
             self._checked.add((str(path), sha256, st.st_size, st.st_mtime_ns))
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(chunks: Iterable[bytes], path: Path, sha256: str, *, what: str) -> None:
