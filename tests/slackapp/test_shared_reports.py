@@ -29,7 +29,7 @@ from tests.slackapp.test_approval import approve_and_wait, download_urls, reques
 from trailseal.datadir import DataDir
 from trailseal.service.core import Service
 from trailseal.service.schema import migrate_postgres
-from trailseal.slackapp.links import KEY_FILE, LINKS_SECRET
+from trailseal.slackapp.links import KEY_FILE
 from trailseal.slackapp.messages import ACTION_APPROVE
 from trailseal.storage.urls import parse
 
@@ -186,6 +186,5 @@ def test_one_sqlite_node_writes_nothing_to_the_registry(tmp_path: Path, fake: Fa
         assert registry._rows("SELECT count(*) FROM report_files") == [(0,)]
         assert registry._rows("SELECT count(*) FROM app_secrets") == [(0,)]
         assert set(sha256) == {p.name for p in (h.audit.workflow.reports_dir / rid).iterdir()}
-        assert LINKS_SECRET  # the name a shared store would use; unused here
     finally:
         close(h)

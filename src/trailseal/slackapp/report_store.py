@@ -43,11 +43,6 @@ class ReportStore:
         self._checked: set[tuple[str, str, int, int]] = set()  # local files that matched
         self._lock = threading.Lock()
 
-    @property
-    def shared(self) -> bool:
-        """Whether report files are copied to (and fetched from) the registry."""
-        return self.registry is not None
-
     def share(self, rid: str, directory: Path, sha256: Mapping[str, str]) -> None:
         """Copy a finished report's files (``sha256``: name → the SHA-256 the build
         computed, and the log will record) from ``directory`` into the registry; nothing
@@ -65,6 +60,7 @@ class ReportStore:
                     expected=bytes.fromhex(expected),
                     found=bytes.fromhex(found),
                 )
+            self._remember(directory / name, expected)  # no need to hash it again here
 
     def path(self, rid: str, name: str, sha256: str) -> Path:
         """The local path of file ``name`` of ``rid``'s report, whose recorded SHA-256 is
