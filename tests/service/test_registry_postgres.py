@@ -168,7 +168,7 @@ def test_bad_schema_names_are_refused() -> None:
 
 
 def test_the_service_role_runs_the_registry_and_nothing_more(
-    schema: str, owner: Conn, role: str
+    schema: str, owner: Conn, role: str, tmp_path: Path
 ) -> None:
     PostgresStorage(postgres_dsn(), schema=schema, max_size=1).close()
     Registry(PostgresRegistryDatabase(postgres_dsn(), schema=schema, max_size=1)).close()
@@ -196,6 +196,12 @@ def test_the_service_role_runs_the_registry_and_nothing_more(
         assert svc.get_state("audit") == {"w": 2}
         listed = svc.keys()
         assert [k.revoked_at for k in listed] == [AT]
+        report = tmp_path / "r.csv"
+        report.write_bytes(b"a,b\n")
+        digest = svc.put_report_file("ar_0123456789ab", "r.csv", report, AT)
+        svc.put_report_file("ar_0123456789ab", "r.csv", report, AT)  # idempotent
+        assert b"".join(svc.report_file_chunks("ar_0123456789ab", "r.csv", digest)) == b"a,b\n"
+        assert svc.shared_secret("links", AT) == svc.shared_secret("links", AT)
     finally:
         svc.close()
 
@@ -211,6 +217,11 @@ def test_the_service_role_runs_the_registry_and_nothing_more(
             "DELETE FROM api_keys",
             "UPDATE tenant_logs SET capture_content = false",
             "DELETE FROM poll_state",
+            "UPDATE report_files SET data = 'x'",
+            "DELETE FROM report_files",
+            "TRUNCATE report_files",
+            "UPDATE app_secrets SET value = 'x'",
+            "DELETE FROM app_secrets",
             "TRUNCATE api_keys",
             f"INSERT INTO {MIGRATIONS_TABLE} (version) VALUES (99)",
             f"DELETE FROM {MIGRATIONS_TABLE}",

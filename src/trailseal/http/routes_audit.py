@@ -8,7 +8,11 @@ before answering).
 
 ``GET /slack/reports/{rid}/{file}?token=…`` serves a report file to the holder of a
 download token (:mod:`trailseal.slackapp.links`), after appending
-``audit.report_downloaded``: a download that is not in the log does not happen.
+``audit.report_downloaded``: a download that is not in the log does not happen. With many
+nodes on one store, a node that did not build the report first fetches the file from the
+shared registry and checks it against the SHA-256 the log recorded
+(:mod:`trailseal.slackapp.report_store`); a copy that fails is refused with 500
+``report-altered`` and neither served nor logged as downloaded.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from fastapi import FastAPI, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 
-from trailseal.errors import NotFoundError
+from trailseal.errors import NotFoundError, TamperError
 from trailseal.http.deps import PROBLEMS, Api, read_body
 from trailseal.http.problems import problem
 from trailseal.ingest.slack_signature import verify_slack_request
@@ -97,9 +101,13 @@ def register(app: FastAPI, api: Api, audit: AuditApp) -> None:
         tags=["slack"],
         responses={
             200: {"content": {"application/octet-stream": {}}},
-            **{k: v for k, v in PROBLEMS.items() if k in (400, 403, 404)},
+            **{k: v for k, v in PROBLEMS.items() if k in (400, 403, 404, 503)},
             410: {
                 "description": "The link has expired",
+                "content": {"application/problem+json": {}},
+            },
+            500: {
+                "description": "The shared store's copy of the file was altered (report-altered)",
                 "content": {"application/problem+json": {}},
             },
         },
@@ -122,7 +130,19 @@ def register(app: FastAPI, api: Api, audit: AuditApp) -> None:
                 instance=request.url.path,
                 request_id=getattr(request.state, "request_id", None),
             )
-        path = await run_in_threadpool(_record_download, audit, rid, file, grant.user)
+        try:
+            path = await run_in_threadpool(_record_download, audit, rid, file, grant.user)
+        except TamperError as e:
+            return problem(
+                500,
+                "report-altered",
+                "The shared copy of the report file was altered",
+                str(e),
+                instance=request.url.path,
+                request_id=getattr(request.state, "request_id", None),
+                expected_sha256=e.expected.hex() if e.expected else None,
+                found_sha256=e.found.hex() if e.found else None,
+            )
         return FileResponse(path, filename=file, media_type="application/octet-stream")
 
 
@@ -132,9 +152,9 @@ def _record_download(audit: AuditApp, rid: str, file: str, user: str) -> str:
     names = (report or {}).get("raw", {}).get("sha256", {})
     if not _FILE.match(file) or file not in names:
         raise NotFoundError(f"request {rid} has no report file {file!r}")
-    path = audit.workflow.reports_dir / rid / file
-    if not path.is_file():
-        raise NotFoundError(f"the report files of {rid} are no longer on this server")
+    # Fetched from the shared store (and checked against the recorded SHA-256) when
+    # another node built the report; before the event, so nothing unservable is logged.
+    path = audit.workflow.reports.path(rid, file, names[file])
     request = journal.request(rid)
     journal.append(
         ACTION_DOWNLOADED,

@@ -1,4 +1,5 @@
-"""Tenants, their logs, API keys, the encrypted content store and poller state.
+"""Tenants, their logs, API keys, the encrypted content store and poller state; and, for
+nodes sharing one store, report files and the secrets they must agree on.
 
 This database is the service's own, beside the ledger's: unlike the ledger it is
 mutable (a key can be revoked), and nothing in it is needed to verify a log. It lives
@@ -11,6 +12,11 @@ layer that runs SQL and maps the engine's errors to ours.
 API keys read ``tsk_<key id>_<secret>``; only SHA-256 of the secret is stored and the
 comparison is constant-time. A key has one role and belongs to one tenant; an
 *operator* key may also manage tenants.
+
+Report files and shared secrets (:meth:`Registry.put_report_file`,
+:meth:`Registry.shared_secret`) work on either engine, but only a shared (PostgreSQL)
+store uses them: a single node keeps its reports in its data directory alone rather than
+twice, and its link key in a file.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +34,19 @@ from typing import Any, Protocol
 
 import orjson
 
-from trailseal.errors import AlreadyExistsError, ConfigError, NotFoundError
+from trailseal.errors import AlreadyExistsError, ConfigError, NotFoundError, StorageError
 from trailseal.policy.content import StoredBody
 from trailseal.service.registry_sqlite import SqliteRegistryDatabase
 from trailseal.storage.urls import StorageUrl
 
 AUTH_CACHE_S = 5.0
 """How long a successful API-key check is remembered (see :meth:`Registry.authenticate`)."""
+
+REPORT_CHUNK_BYTES = 1 << 20
+"""Report files are stored in chunks of this size: a reader holds one chunk at a time."""
+
+SECRET_BYTES = 32
+"""The size of a secret :meth:`Registry.shared_secret` makes."""
 
 SQLITE_FILE = "service.db"
 """The registry's file in a data directory whose ledger is in SQLite."""
@@ -142,7 +154,8 @@ class RegistryDatabase(Protocol):
 
 
 class Registry:
-    """Tenants, logs, API keys, content and poller state, in a :class:`RegistryDatabase`.
+    """Tenants, logs, API keys, content, poller state, and a shared store's report files
+    and secrets, in a :class:`RegistryDatabase`.
 
     ``where`` is a SQLite file (created 0600 when missing) or an open database, such as
     :class:`~trailseal.service.registry_postgres.PostgresRegistryDatabase`; the registry
@@ -364,6 +377,97 @@ class Registry:
                 (name, orjson.dumps(state).decode(), at),
             )
 
+    # -- report files (shared stores only) ----------------------------------------------
+
+    def put_report_file(self, rid: str, name: str, path: Path, at: str) -> str:
+        """Copy a finished report file in, in one transaction; returns its SHA-256 (hex).
+
+        Rows are keyed by ``(rid, name, sha256, seq)``, one :data:`REPORT_CHUNK_BYTES`
+        chunk each, and only ever inserted. Putting the same bytes again (another node, a
+        resumed build) changes nothing; a report rebuilt after a crash, whose bytes differ
+        (its ``generated_at``), is stored beside the first copy, and readers ask for the
+        SHA-256 the log recorded. The file is read twice, one chunk at a time: once to
+        hash it, once to store it; if it changed in between nothing is stored.
+        """
+        sha256 = _file_sha256(path)
+        if self._rows(
+            "SELECT 1 FROM report_files WHERE rid = ? AND name = ? AND sha256 = ? AND seq = 0",
+            rid,
+            name,
+            sha256,
+        ):
+            return sha256
+        digest = hashlib.sha256()
+        with self._tx() as tx, path.open("rb") as f:
+            seq, chunk = 0, f.read(REPORT_CHUNK_BYTES)
+            while True:  # an empty file is one empty chunk: stored, not absent
+                digest.update(chunk)
+                # Two nodes putting one file at once: the second waits for the first's
+                # rows, then inserts nothing.
+                tx.execute(
+                    "INSERT INTO report_files (rid, name, sha256, seq, data, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (rid, name, sha256, seq) DO NOTHING",
+                    (rid, name, sha256, seq, chunk, at),
+                )
+                seq, chunk = seq + 1, f.read(REPORT_CHUNK_BYTES)
+                if not chunk:
+                    break
+            if digest.hexdigest() != sha256:
+                raise StorageError(f"{path} changed while it was stored; nothing was stored")
+        return sha256
+
+    def report_file_chunks(self, rid: str, name: str, sha256: str) -> Iterator[bytes]:
+        """The chunks of a stored report file, read one query (one chunk) at a time.
+
+        :class:`NotFoundError` at once when no file ``name`` of ``rid`` has these bytes.
+        A file's rows are committed together, so once its first chunk is visible every
+        chunk is. The caller checks the bytes against ``sha256``: the rows are as
+        trustworthy as whoever can write to the database.
+        """
+        query = (
+            "SELECT data FROM report_files WHERE rid = ? AND name = ? AND sha256 = ? AND seq = ?"
+        )
+        first = self._rows(query, rid, name, sha256, 0)
+        if not first:
+            raise NotFoundError(f"the registry holds no copy of {name!r} of request {rid}")
+
+        def chunks(rows: list[tuple[Any, ...]]) -> Iterator[bytes]:
+            seq = 0
+            while rows:
+                chunk = bytes(rows[0][0])
+                del rows  # hold one chunk, not two, while the next is read
+                yield chunk
+                del chunk
+                seq += 1
+                rows = self._rows(query, rid, name, sha256, seq)
+
+        return chunks(first)
+
+    def shared_secret(self, name: str, at: str, *, initial: bytes | None = None) -> bytes:
+        """The secret ``name``, the same on every node sharing this registry.
+
+        The first node to ask stores ``initial`` (default: :data:`SECRET_BYTES` random
+        bytes); the others' inserts do nothing and they read the winner's. Whoever can
+        read the registry can read it.
+        """
+        candidate = initial if initial is not None else secrets.token_bytes(SECRET_BYTES)
+        with self._tx() as tx:
+            tx.execute(
+                "INSERT INTO app_secrets (name, value, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO NOTHING",
+                (name, candidate, at),
+            )
+        return bytes(self._rows("SELECT value FROM app_secrets WHERE name = ?", name)[0][0])
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(REPORT_CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
 
 def open_registry(
     url: StorageUrl,
@@ -399,7 +503,9 @@ def open_registry(
 __all__ = [
     "AUTH_CACHE_S",
     "PERMISSIONS",
+    "REPORT_CHUNK_BYTES",
     "ROLES",
+    "SECRET_BYTES",
     "SQLITE_FILE",
     "ApiKeyInfo",
     "Principal",

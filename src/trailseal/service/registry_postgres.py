@@ -4,8 +4,8 @@ Install with ``pip install 'trailseal[postgres]'`` (psycopg 3 and psycopg-pool).
 
 The registry's tables live in the ledger store's schema (:mod:`trailseal.storage.postgres`),
 under names the store does not use: ``tenants``, ``tenant_logs``, ``api_keys``,
-``content`` and ``poll_state``. They have their own migration track, recorded in
-``registry_migrations`` and applied under the schema's migration lock
+``content``, ``poll_state``, ``report_files`` and ``app_secrets``. They have their own
+migration track, recorded in ``registry_migrations`` and applied under the schema's migration lock
 (:mod:`trailseal.storage.postgres_schema`), so nodes starting together are safe.
 
 Text columns that the registry sorts by are ``COLLATE "C"``: lists come out in the same
@@ -14,6 +14,9 @@ byte order as from SQLite, whatever the database's default collation.
 Unlike the ledger's, these tables are mutable, but only where the registry needs it:
 :func:`grant_registry_role` lets a service role SELECT and INSERT, and UPDATE only
 ``api_keys.revoked_at`` (revocation) and ``poll_state``'s state; it never deletes.
+``report_files`` and ``app_secrets`` are INSERT-only through the grants alone: unlike
+the ledger's history tables they carry no triggers, so the owner can still prune old
+reports; a report file altered here is caught by the SHA-256 the log recorded.
 
 Across nodes: a tenant name is claimed by one ``INSERT ... ON CONFLICT DO NOTHING``, so
 exactly one of two concurrent creators wins; a revocation on one node reaches the
@@ -44,7 +47,15 @@ from trailseal.storage.urls import DEFAULT_SCHEMA
 MIGRATIONS_TABLE = "registry_migrations"
 """Where the registry's track records its applied migrations."""
 
-REGISTRY_TABLES = ("tenants", "tenant_logs", "api_keys", "content", "poll_state")
+REGISTRY_TABLES = (
+    "tenants",
+    "tenant_logs",
+    "api_keys",
+    "content",
+    "poll_state",
+    "report_files",
+    "app_secrets",
+)
 """The registry's tables (besides :data:`MIGRATIONS_TABLE`)."""
 
 # Each migration is a list of statements; ``{schema}`` is replaced by the quoted schema.
@@ -85,6 +96,25 @@ REGISTRY_MIGRATIONS: list[list[str]] = [
             log text NOT NULL,
             nonce bytea NOT NULL,
             ciphertext bytea NOT NULL,
+            created_at text NOT NULL
+        )""",
+    ],
+    # 2: what nodes behind one load balancer share for the /audit app: the report files
+    # (so any node serves a download link) and the link key (so any node checks it).
+    # INSERT-only by grant: a file is never rewritten, a rebuilt one is stored beside it.
+    [
+        """CREATE TABLE {schema}.report_files (
+            rid text NOT NULL,
+            name text NOT NULL,
+            sha256 text NOT NULL CHECK (sha256 ~ '^[0-9a-f]{{64}}$'),
+            seq integer NOT NULL CHECK (seq >= 0),
+            data bytea NOT NULL,
+            created_at text NOT NULL,
+            PRIMARY KEY (rid, name, sha256, seq)
+        )""",
+        """CREATE TABLE {schema}.app_secrets (
+            name text PRIMARY KEY,
+            value bytea NOT NULL,
             created_at text NOT NULL
         )""",
     ],
@@ -221,8 +251,8 @@ def grant_registry_role(
     The role may SELECT and INSERT on the registry's tables, read its migration table,
     and UPDATE only ``api_keys (revoked_at)`` and ``poll_state (state, updated_at)``
     (the only updates the registry makes): it can neither delete a tenant nor alter
-    stored content or a key's role. Privileges it held on these tables before are
-    revoked first, so run this after
+    stored content, a report file, a shared secret or a key's role. Privileges it held
+    on these tables before are revoked first, so run this after
     :func:`~trailseal.storage.postgres.grant_service_role` (which grants INSERT on
     every table of the schema, migration tables included). Run it as the schema owner,
     after the registry's migrations.

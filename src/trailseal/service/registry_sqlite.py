@@ -3,6 +3,9 @@
 The :class:`~trailseal.service.registry.RegistryDatabase` of a single-node service: one
 connection behind a lock; writes take ``BEGIN IMMEDIATE`` so that processes sharing the
 file (the server and the CLI) take turns, and commit with ``synchronous = FULL``.
+
+It has the report-file and secret tables too, so the registry's SQL is the same on both
+engines, but a single node leaves them empty (see :mod:`trailseal.service.registry`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,20 @@ CREATE TABLE IF NOT EXISTS content (
     log TEXT NOT NULL,
     nonce BLOB NOT NULL,
     ciphertext BLOB NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS report_files (
+    rid TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (rid, name, sha256, seq)
+);
+CREATE TABLE IF NOT EXISTS app_secrets (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
     created_at TEXT NOT NULL
 );
 """

@@ -28,14 +28,16 @@ from slack_sdk.web import WebClient
 
 from trailseal.errors import ConfigError
 from trailseal.ingest.delivery import SlackPoster
+from trailseal.ledger import rfc3339
 from trailseal.service.core import Service
 from trailseal.settings import AuditAppConfig
 from trailseal.slackapp import messages
 from trailseal.slackapp.background import Background
 from trailseal.slackapp.directory import RetryAfterHandler
 from trailseal.slackapp.journal import Actor, Journal
-from trailseal.slackapp.links import DownloadLinks, load_key
+from trailseal.slackapp.links import DownloadLinks, load_key, shared_key
 from trailseal.slackapp.modal import CALLBACK_ID, Submission, parse_submission, request_modal
+from trailseal.slackapp.report_store import ReportStore
 from trailseal.slackapp.roles import RoleResolver
 from trailseal.slackapp.workflow import Workflow
 
@@ -97,7 +99,15 @@ class AuditApp:
         self.report_queue = Background(report_workers)
         self.roles = RoleResolver(config.roles, self.web, ttl_s=config.group_cache_s)
         keys_dir = service.data_dir.path / "keys"
-        self.links = DownloadLinks(load_key(keys_dir), config.public_url)
+        # Behind one load balancer a link made on one node is followed to another: on a
+        # shared store the nodes share the link key and the report files.
+        shared = service.registry if service.shared else None
+        key = (
+            shared_key(shared, keys_dir, rfc3339(service.clock()))
+            if shared is not None
+            else load_key(keys_dir)
+        )
+        self.links = DownloadLinks(key, config.public_url)
         self.poster = SlackPoster(
             token,
             self._append_delivery,
@@ -112,7 +122,7 @@ class AuditApp:
             self.roles,
             self.links,
             self.background,
-            service.data_dir.path / "reports",
+            ReportStore(service.data_dir.path / "reports", shared, service.clock),
             self.report_queue,
         )
         self.bolt = self._build_bolt(token)

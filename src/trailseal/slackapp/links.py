@@ -1,9 +1,13 @@
 """Report download links: an HMAC-SHA256 token per request, per user, with an expiry.
 
 ``token = base64url(rid "|" user "|" expires) "." base64url(HMAC(key, same bytes))``.
-The key is 32 random bytes in ``<data dir>/keys/slackapp-links.key`` (0600), made on
-first use; deleting it invalidates every link. The token names the user it was issued
-to, so the download event in the log says who fetched the report.
+The key is 32 random bytes. On one node it is ``<data dir>/keys/slackapp-links.key``
+(0600), made on first use; deleting it invalidates every link. Nodes sharing a PostgreSQL
+store share one key instead, the registry's secret :data:`LINKS_SECRET`
+(:func:`shared_key`), so that a link made on one node is honoured by every other; whoever
+can read the schema can then mint links, but could read the reports there anyway. The
+token names the user it was issued to, so the download event in the log says who
+fetched the report.
 """
 
 from __future__ import annotations
@@ -20,8 +24,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from trailseal.errors import ConfigError, Error, ForbiddenError
+from trailseal.service.registry import Registry
 
 KEY_FILE = "slackapp-links.key"
+"""The link key of a node whose store is its own, in its keys directory."""
+
+LINKS_SECRET = "slackapp-links"  # noqa: S105 (the name of a secret, not one)
+"""The name of the link key in the registry of a shared store."""
 
 
 class LinkExpiredError(Error):
@@ -63,6 +72,18 @@ def load_key(keys_dir: Path) -> bytes:
         f.flush()
         os.fsync(f.fileno())
     return key
+
+
+def shared_key(registry: Registry, keys_dir: Path, at: str) -> bytes:
+    """The link key of nodes sharing a store: one secret in their shared registry.
+
+    The first node to start stores it, the others read it (see
+    :meth:`~trailseal.service.registry.Registry.shared_secret`). A node that already
+    has a key file, from before the key was shared, offers that key, so that the links
+    it issued keep working if it is first; no key file is made.
+    """
+    initial = load_key(keys_dir) if (keys_dir / KEY_FILE).exists() else None
+    return registry.shared_secret(LINKS_SECRET, at, initial=initial)
 
 
 class DownloadLinks:

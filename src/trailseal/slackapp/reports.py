@@ -182,7 +182,8 @@ def _safe_name(rid: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", rid)[:64] or "report"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 (hex) of a report file, as the report event records it."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(1 << 20):
@@ -277,9 +278,9 @@ def build_report(
         if bundle is not None:  # written by this call: no bundle without its report
             paths["bundle"].unlink(missing_ok=True)
         raise
-    hashes = {p.name: _sha256(p) for p in (paths["csv"], paths["json"], paths["bundle"])}
+    hashes = {p.name: file_sha256(p) for p in (paths["csv"], paths["json"], paths["bundle"])}
     write_private(paths["html"], summary_html(summary, header, hashes).encode())
-    hashes[paths["html"].name] = _sha256(paths["html"])
+    hashes[paths["html"].name] = file_sha256(paths["html"])
     return ReportFiles(
         directory=out_dir,
         csv=paths["csv"],
@@ -348,4 +349,4 @@ def upload_report(
     return share_files(web, sent, channel, thread_ts, comment)
 
 
-__all__ = ["REPORT_FORMAT", "build_report", "upload_report"]
+__all__ = ["REPORT_FORMAT", "build_report", "file_sha256", "upload_report"]

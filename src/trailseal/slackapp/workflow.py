@@ -19,7 +19,6 @@ import logging
 import shutil
 import threading
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -51,6 +50,7 @@ from trailseal.slackapp.model import (
     report_event_id,
     request_event_id,
 )
+from trailseal.slackapp.report_store import ReportStore
 from trailseal.slackapp.reports import build_report, upload_report
 from trailseal.slackapp.roles import RoleResolver
 
@@ -69,7 +69,7 @@ class Workflow:
         roles: RoleResolver,
         links: DownloadLinks,
         background: Background,
-        reports_dir: Path,
+        reports: ReportStore,
         report_queue: Background | None = None,
     ) -> None:
         self.config = config
@@ -82,7 +82,8 @@ class Workflow:
         # Reports take minutes on a big log: they get their own workers, so that a
         # modal or a click is never queued behind one (a trigger_id lasts 3 seconds).
         self.report_queue = report_queue or background
-        self.reports_dir = reports_dir
+        self.reports = reports
+        self.reports_dir = reports.directory
         self._dm: dict[str, str] = {}
         self._reporting: set[str] = set()
         self._lock = threading.Lock()
@@ -334,6 +335,11 @@ class Workflow:
         files = build_report(
             self.journal.service, self.journal.tlog(), request, out_dir, web=self.web
         )
+        # On a shared store, into the registry before Slack or the log hears of the
+        # report: once the report event exists, links to it are handed out and any node
+        # must be able to serve them, and a crash before the event (here or during the
+        # uploads) is redone by `resume`, since resuming keys on the missing event.
+        self.reports.share(rid, files.directory, files.sha256)
         file_ids: list[str] = []
         dm = self.dm_channel(request.requester)
         if dm is not None:
