@@ -30,6 +30,7 @@ from trailseal.errors import NotFoundError
 from trailseal.http.deps import HttpOptions
 from trailseal.policy.content import check_commitment
 from trailseal.service.core import ServiceOptions
+from trailseal.service.ingest import _deeper_than
 from trailseal.storage import sqlite as sqlite_storage
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -720,6 +721,22 @@ def test_an_event_nested_deeply_but_within_the_limit_is_stored(env: Env) -> None
     body = b'{"action": "x", "raw": ' + b'{"a": ' * 98 + b"1" + b"}" * 98 + b"}"
     r = raw_post(env, "/v1/logs/main/events", body, "application/json")
     assert r.status_code == 201, r.text
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for i in range(depth):
+        value = {"a": value} if i % 2 else [value]
+    return value
+
+
+@pytest.mark.parametrize("strings", ["", "{[" * 300])
+def test_the_depth_limit_is_exact_whatever_the_strings_hold(strings: str) -> None:
+    # The quick count of brackets must never pass a value the walk would refuse, and
+    # brackets inside strings (which only raise the count) must not refuse a shallow one.
+    assert not _deeper_than({"s": strings, "v": nested(99)}, 100)
+    assert _deeper_than({"s": strings, "v": nested(100)}, 100)
+    assert not _deeper_than({"s": strings, "v": [nested(3)] * 200}, 100)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
+
 DETECTORS: dict[str, re.Pattern[str]] = {
     # Slack bot/user/app-level tokens and refresh tokens (xoxb-, xoxp-, xoxa-, xoxe-, ...).
     "slack_token": re.compile(r"\bxox[abposre](?:\.xox[a-z]?)?-[A-Za-z0-9-]{8,}"),
@@ -33,10 +35,13 @@ DETECTORS: dict[str, re.Pattern[str]] = {
 }
 """Detector name → pattern. Names appear in ``redaction`` records; never the match."""
 
-_QUICK = re.compile(
+_QUICK_PATTERN = (
     r"xox|xapp|hooks\.slack|tsk_|gh[pousr]_|github_pat_|AKIA|ASIA|AGPA|AIDA|AROA|PRIVATE KEY"
     r"|(?i:bearer|secret|passw)"
 )
+_QUICK = re.compile(_QUICK_PATTERN)
+"""Every detector's match contains one of these: a string without one has no secret."""
+_QUICK_JSON = re.compile(_QUICK_PATTERN.encode())
 
 
 def _pointer(path: list[str | int]) -> str:
@@ -56,8 +61,22 @@ def _mask(text: str) -> tuple[str, list[str]]:
 
 def redact(value: Any, path: list[str | int] | None = None) -> tuple[Any, list[dict[str, str]]]:
     """Mask secrets in every string (keys included) of ``value``; returns the new value and
-    the redaction records."""
-    path = path or []
+    the redaction records (``value`` itself when nothing was found).
+
+    Most events hold no secret, so the value's JSON is searched once for the quick
+    pattern first. That is exact: no quick alternative contains a character JSON escapes
+    (a quote, a backslash, a control character) and orjson writes everything else as is,
+    so a string holding one holds it in the JSON too; only then is every string walked.
+    """
+    try:
+        if not _QUICK_JSON.search(orjson.dumps(value)):
+            return value, []
+    except TypeError:  # orjson.JSONEncodeError: a value JSON cannot hold; walk it
+        pass
+    return _redact(value, path or [])
+
+
+def _redact(value: Any, path: list[str | int]) -> tuple[Any, list[dict[str, str]]]:
     records: list[dict[str, str]] = []
     if isinstance(value, str):
         masked, found = _mask(value)
@@ -66,7 +85,7 @@ def redact(value: Any, path: list[str | int] | None = None) -> tuple[Any, list[d
     if isinstance(value, list):
         out_list = []
         for i, item in enumerate(value):
-            new, recs = redact(item, [*path, i])
+            new, recs = _redact(item, [*path, i])
             out_list.append(new)
             records += recs
         return out_list, records
@@ -78,7 +97,7 @@ def redact(value: Any, path: list[str | int] | None = None) -> tuple[Any, list[d
                 {"path": _pointer([*path, new_key]), "mode": "mask", "detector": d}
                 for d in key_found
             ]
-            new, recs = redact(item, [*path, new_key])
+            new, recs = _redact(item, [*path, new_key])
             out_dict[new_key] = new
             records += recs
         return out_dict, records
