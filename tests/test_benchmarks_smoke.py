@@ -421,8 +421,9 @@ def test_audit_export_quick_reports_everything(tmp_path: Path) -> None:
             assert value > 0, f"{variant}.{stat}"
     assert measurements["report_query.index_catch_up_s"]["value"] > 0
     # Both uploads sent the report variant's files, every byte (the sink checks the sum).
-    assert measurements["upload_stream.output_bytes"]["value"] == (
-        measurements["upload_sdk.output_bytes"]["value"]
+    assert (
+        measurements["upload_stream.output_bytes"]["value"]
+        == (measurements["upload_sdk.output_bytes"]["value"])
     )
     for text in ("naive_csv", "stream_csv", "upload_stream", "peak RSS MB", "wall time"):
         assert text in proc.stdout
