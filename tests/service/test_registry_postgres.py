@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import sql
 
 from tests.conftest import drop_schema, postgres_dsn
@@ -27,6 +28,7 @@ from trailseal.service.registry_postgres import (
     PostgresRegistryDatabase,
     grant_registry_role,
 )
+from trailseal.slackapp.links import link_key_id
 from trailseal.storage.postgres import SCHEMA_VERSION, PostgresStorage, grant_service_role
 from trailseal.storage.urls import StorageUrl
 
@@ -201,7 +203,10 @@ def test_the_service_role_runs_the_registry_and_nothing_more(
         digest = svc.put_report_file("ar_0123456789ab", "r.csv", report, AT)
         svc.put_report_file("ar_0123456789ab", "r.csv", report, AT)  # idempotent
         assert b"".join(svc.report_file_chunks("ar_0123456789ab", "r.csv", digest)) == b"a,b\n"
-        assert svc.shared_secret("links", AT) == svc.shared_secret("links", AT)
+        public_key = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+        svc.add_link_key(link_key_id(public_key), public_key, AT)
+        svc.add_link_key(link_key_id(public_key), public_key, AT)  # idempotent
+        assert svc.link_key(link_key_id(public_key)) == public_key
     finally:
         svc.close()
 
@@ -220,8 +225,9 @@ def test_the_service_role_runs_the_registry_and_nothing_more(
             "UPDATE report_files SET data = 'x'",
             "DELETE FROM report_files",
             "TRUNCATE report_files",
-            "UPDATE app_secrets SET value = 'x'",
-            "DELETE FROM app_secrets",
+            "UPDATE link_keys SET public_key = 'x'",
+            "DELETE FROM link_keys",
+            "TRUNCATE link_keys",
             "TRUNCATE api_keys",
             f"INSERT INTO {MIGRATIONS_TABLE} (version) VALUES (99)",
             f"DELETE FROM {MIGRATIONS_TABLE}",
@@ -234,6 +240,18 @@ def test_the_service_role_runs_the_registry_and_nothing_more(
         # What it may update, it may update directly too: that is the grant, no wider.
         conn.execute("UPDATE api_keys SET revoked_at = revoked_at")
         conn.execute("UPDATE poll_state SET state = state, updated_at = updated_at")
+
+
+def test_link_keys_hold_only_well_formed_ids_and_public_keys(
+    schema: str, owner: Conn, tmp_path: Path
+) -> None:
+    registry = open_registry(url(schema), data_dir=tmp_path)  # migrates
+    registry.close()
+    good = "0123456789abcdef"
+    for key_id, public_key in [("0123456789ABCDEF", b"k" * 32), (good, b"k" * 31), ("x", b"")]:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            owner.execute("INSERT INTO link_keys VALUES (%s, %s, 'now')", (key_id, public_key))
+    owner.execute("INSERT INTO link_keys VALUES (%s, %s, 'now')", (good, b"k" * 32))
 
 
 def test_grants_refuse_odd_identifiers() -> None:

@@ -1,9 +1,10 @@
-"""The registry's report files and shared secrets, on SQLite and PostgreSQL alike.
+"""The registry's report files and download-link keys, on SQLite and PostgreSQL alike.
 
-Only a shared (PostgreSQL) store uses them (``tests/slackapp/test_shared_reports.py``),
-but the SQL is the registry's one dialect, so the contract runs on both engines: files
-stored in chunks and read back one chunk at a time, puts that are idempotent across
-nodes, and one secret however many nodes create it at once.
+Only a shared (PostgreSQL) store uses report files
+(``tests/slackapp/test_shared_reports.py``), but the SQL is the registry's one dialect,
+so the contract runs on both engines: files stored in chunks and read back one chunk at
+a time, puts that are idempotent across nodes, and a link key registered once however
+many nodes register it at once, never replaced by another.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.service.conftest import OpenNode
 from tests.service.test_registry import run_together
-from trailseal.errors import NotFoundError, StorageError, TamperError
+from trailseal.errors import AlreadyExistsError, NotFoundError, StorageError, TamperError
 from trailseal.ledger import utc_now
 from trailseal.service import registry as registry_module
-from trailseal.service.registry import REPORT_CHUNK_BYTES, SECRET_BYTES, Registry
+from trailseal.service.registry import REPORT_CHUNK_BYTES, Registry
+from trailseal.slackapp.links import link_key_id
 from trailseal.slackapp.report_store import ReportStore
 
 AT = "2025-01-01T00:00:00.000000Z"
@@ -158,12 +161,23 @@ def test_one_node_store_never_touches_the_registry(registry: Registry, tmp_path:
     assert file_rows(registry) == 0
 
 
-def test_concurrent_first_secrets_agree(open_node: OpenNode) -> None:
+def test_concurrent_registrations_of_one_link_key_agree(open_node: OpenNode) -> None:
     nodes = [open_node(), open_node()]
-    for name in ("links-0", "links-1", "links-2"):
-        keys = run_together(6, lambda i, n=name: nodes[i % 2].shared_secret(n, AT))
-        assert all(type(k) is bytes and len(k) == SECRET_BYTES for k in keys), keys
-        assert len(set(keys)) == 1, keys
-    # The first value stays; a later node's offer is ignored.
-    assert nodes[0].shared_secret("offered", AT, initial=b"a" * 32) == b"a" * 32
-    assert nodes[1].shared_secret("offered", AT, initial=b"b" * 32) == b"a" * 32
+    keys = [Ed25519PrivateKey.generate().public_key().public_bytes_raw() for _ in range(3)]
+    for key in keys:  # six nodes starting at once with one copied key file
+        run_together(6, lambda i, k=key: nodes[i % 2].add_link_key(link_key_id(k), k, AT))
+    for node in nodes:
+        assert [node.link_key(link_key_id(k)) for k in keys] == keys
+        assert all(type(node.link_key(link_key_id(k))) is bytes for k in keys)
+    rows = nodes[0]._rows("SELECT key_id FROM link_keys ORDER BY key_id")
+    assert [r[0] for r in rows] == sorted(link_key_id(k) for k in keys)
+    assert nodes[1].link_key("0" * 16) is None
+
+
+def test_an_id_keeps_its_first_public_key(open_node: OpenNode) -> None:
+    first, second = open_node(), open_node()
+    key = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    first.add_link_key(link_key_id(key), key, AT)
+    with pytest.raises(AlreadyExistsError, match="another public key"):
+        second.add_link_key(link_key_id(key), b"\x02" * 32, AT)
+    assert second.link_key(link_key_id(key)) == key

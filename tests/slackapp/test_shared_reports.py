@@ -1,11 +1,12 @@
 """Report downloads behind a load balancer: two nodes on one PostgreSQL schema.
 
 Each node has its own data directory, copied from the first before either made a link
-key (as an operator adds a node), and the second even has a link-key file of its own.
-A report built on node A is downloaded through node B with a link A made: B fetches the
-file from the shared registry, checks it against the SHA-256 in the log, logs the
-download and serves the same bytes. A copy altered in the database is refused. On one
-SQLite node the registry holds no report file and no secret.
+key (as an operator adds a node), so each makes a link key of its own and registers its
+public half. A report built on node A is downloaded through node B with a link A
+signed: B checks it with A's public key from the registry, fetches the file from there,
+checks it against the SHA-256 in the log, logs the download and serves the same bytes.
+A copy altered in the database is refused. On one SQLite node the registry holds no
+report file, only the node's own public link key.
 
 Skipped, with the reason, when PostgreSQL is not reachable (``tests/conftest.py``).
 """
@@ -26,10 +27,11 @@ from tests.http.support import FixedClock, assert_problem
 from tests.slackapp.fake_slack import FakeSlack
 from tests.slackapp.harness import APPROVER, NOW, REQUESTER, Harness, build, close
 from tests.slackapp.test_approval import approve_and_wait, download_urls, requested
+from trailseal.core.note import NoteSigner
 from trailseal.datadir import DataDir
 from trailseal.service.core import Service
 from trailseal.service.schema import migrate_postgres
-from trailseal.slackapp.links import KEY_FILE
+from trailseal.slackapp.links import KEY_FILE, KEY_NAME, DownloadLinks, LinkKey
 from trailseal.slackapp.messages import ACTION_APPROVE
 from trailseal.storage.urls import parse
 
@@ -65,9 +67,6 @@ def nodes(tmp_path: Path, fake: FakeSlack, store_url: str) -> Iterator[tuple[Har
     assert token
     shutil.copytree(a_dir, b_dir)
     (b_dir / "search.db").unlink(missing_ok=True)  # each node indexes the log itself
-    # B made a key file of its own before keys were shared: it must not win over A's.
-    (b_dir / "keys" / KEY_FILE).write_bytes(b"b" * 32)
-    (b_dir / "keys" / KEY_FILE).chmod(0o600)
     a = build(a_dir, fake, clock)
     try:
         b = build(b_dir, fake, clock, reseed=False)
@@ -97,8 +96,11 @@ def test_a_link_made_on_one_node_downloads_through_another(
     nodes: tuple[Harness, Harness],
 ) -> None:
     a, b = nodes
-    assert a.audit.links.token("ar_0", "U", 1) == b.audit.links.token("ar_0", "U", 1)
-    assert not (a.service.data_dir.path / "keys" / KEY_FILE).exists()  # no file made
+    key_ids = {h.audit.links.token("ar_0", "U", 1).split(".")[1] for h in (a, b)}
+    assert len(key_ids) == 2  # a key per node, both public halves in the shared registry
+    rows = a.service.registry._rows("SELECT key_id FROM link_keys")
+    assert {r[0] for r in rows} == key_ids
+    assert all((h.service.data_dir.path / "keys" / KEY_FILE).exists() for h in (a, b))
     rid, sha256, urls = approved_report(a)
     assert len(urls) == 4
     assert not (b.audit.workflow.reports_dir / rid).exists()
@@ -119,6 +121,12 @@ def test_a_link_made_on_one_node_downloads_through_another(
     # Served again from B's own copy, logged again.
     parts = urlsplit(urls[0])
     assert b.client.get(f"{parts.path}?{parts.query}").status_code == 200
+    assert len(downloads(b)) == 5
+    # A well-formed link signed by a key no node registered: refused, expired or not.
+    stranger = DownloadLinks(LinkKey(NoteSigner.generate(KEY_NAME)), b.service.registry, "")
+    for expires in (int(NOW.timestamp()) + 3600, 1):
+        r = b.client.get(f"{parts.path}?token={stranger.token(rid, REQUESTER, expires)}")
+        assert_problem(r, 403, "forbidden")
     assert len(downloads(b)) == 5
     a.assert_log_verifies()
 
@@ -174,7 +182,7 @@ def test_a_report_finished_by_another_node_replaces_a_stale_local_copy(
     assert any(stale[n] != (a.audit.workflow.reports_dir / rid / n).read_bytes() for n in stale)
 
 
-def test_one_sqlite_node_writes_nothing_to_the_registry(tmp_path: Path, fake: FakeSlack) -> None:
+def test_one_sqlite_node_registers_only_its_link_key(tmp_path: Path, fake: FakeSlack) -> None:
     h = build(tmp_path / "data", fake, FixedClock(NOW))
     try:
         rid, sha256, urls = approved_report(h)
@@ -184,7 +192,8 @@ def test_one_sqlite_node_writes_nothing_to_the_registry(tmp_path: Path, fake: Fa
         assert (h.service.data_dir.path / "keys" / KEY_FILE).exists()
         registry = h.service.registry
         assert registry._rows("SELECT count(*) FROM report_files") == [(0,)]
-        assert registry._rows("SELECT count(*) FROM app_secrets") == [(0,)]
+        own = h.audit.links.token(rid, REQUESTER, 1).split(".")[1]
+        assert registry._rows("SELECT key_id FROM link_keys") == [(own,)]
         assert set(sha256) == {p.name for p in (h.audit.workflow.reports_dir / rid).iterdir()}
     finally:
         close(h)

@@ -120,7 +120,10 @@ def register(app: FastAPI, api: Api, audit: AuditApp) -> None:
     ) -> Response:
         """A report file, for the holder of a download link from the /audit app."""
         try:
-            grant = audit.links.check(rid, token, api.service.clock().timestamp())
+            # A token signed by another node may need the registry: off the event loop.
+            grant = await run_in_threadpool(
+                audit.links.check, rid, token, api.service.clock().timestamp()
+            )
         except LinkExpiredError as e:
             return problem(
                 410,

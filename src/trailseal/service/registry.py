@@ -1,5 +1,5 @@
-"""Tenants, their logs, API keys, the encrypted content store and poller state; and, for
-nodes sharing one store, report files and the secrets they must agree on.
+"""Tenants, their logs, API keys, the encrypted content store and poller state; the
+/audit app's public download-link keys; and, for nodes sharing one store, report files.
 
 This database is the service's own, beside the ledger's: unlike the ledger it is
 mutable (a key can be revoked), and nothing in it is needed to verify a log. It lives
@@ -13,10 +13,11 @@ API keys read ``tsk_<key id>_<secret>``; only SHA-256 of the secret is stored an
 comparison is constant-time. A key has one role and belongs to one tenant; an
 *operator* key may also manage tenants.
 
-Report files and shared secrets (:meth:`Registry.put_report_file`,
-:meth:`Registry.shared_secret`) work on either engine, but only a shared (PostgreSQL)
-store uses them: a single node keeps its reports in its data directory alone rather than
-twice, and its link key in a file.
+Report files (:meth:`Registry.put_report_file`) work on either engine, but only a shared
+(PostgreSQL) store uses them: a single node keeps its reports in its data directory alone
+rather than twice. Download-link keys (:meth:`Registry.add_link_key`) are public keys,
+registered by every node, so that each checks the links the others sign; the private
+keys stay in the nodes' data directories.
 """
 
 from __future__ import annotations
@@ -44,9 +45,6 @@ AUTH_CACHE_S = 5.0
 
 REPORT_CHUNK_BYTES = 1 << 20
 """Report files are stored in chunks of this size: a reader holds one chunk at a time."""
-
-SECRET_BYTES = 32
-"""The size of a secret :meth:`Registry.shared_secret` makes."""
 
 SQLITE_FILE = "service.db"
 """The registry's file in a data directory whose ledger is in SQLite."""
@@ -444,21 +442,31 @@ class Registry:
 
         return chunks(first)
 
-    def shared_secret(self, name: str, at: str, *, initial: bytes | None = None) -> bytes:
-        """The secret ``name``, the same on every node sharing this registry.
+    def add_link_key(self, key_id: str, public_key: bytes, at: str) -> None:
+        """Register a node's public download-link key (:mod:`trailseal.slackapp.links`).
 
-        The first node to ask stores ``initial`` (default: :data:`SECRET_BYTES` random
-        bytes); the others' inserts do nothing and they read the winner's. Whoever can
-        read the registry can read it.
+        Idempotent: a node registers its key each time it starts, and nodes sharing one
+        key file may start together; the first insert wins and the others do nothing.
+        :class:`AlreadyExistsError` if ``key_id`` already names another public key.
+        Rows are only ever inserted by the service; revoking one is the schema owner's
+        ``DELETE``.
         """
-        candidate = initial if initial is not None else secrets.token_bytes(SECRET_BYTES)
         with self._tx() as tx:
             tx.execute(
-                "INSERT INTO app_secrets (name, value, created_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (name) DO NOTHING",
-                (name, candidate, at),
+                "INSERT INTO link_keys (key_id, public_key, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (key_id) DO NOTHING",
+                (key_id, public_key, at),
             )
-        return bytes(self._rows("SELECT value FROM app_secrets WHERE name = ?", name)[0][0])
+        if self.link_key(key_id) != public_key:
+            raise AlreadyExistsError(
+                f"download-link key id {key_id} is already registered with another public "
+                "key; the registry may have been tampered with"
+            )
+
+    def link_key(self, key_id: str) -> bytes | None:
+        """The public download-link key registered as ``key_id``; None if there is none."""
+        rows = self._rows("SELECT public_key FROM link_keys WHERE key_id = ?", key_id)
+        return bytes(rows[0][0]) if rows else None
 
 
 def _file_sha256(path: Path) -> str:
@@ -505,7 +513,6 @@ __all__ = [
     "PERMISSIONS",
     "REPORT_CHUNK_BYTES",
     "ROLES",
-    "SECRET_BYTES",
     "SQLITE_FILE",
     "ApiKeyInfo",
     "Principal",

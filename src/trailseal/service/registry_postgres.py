@@ -4,7 +4,7 @@ Install with ``pip install 'trailseal[postgres]'`` (psycopg 3 and psycopg-pool).
 
 The registry's tables live in the ledger store's schema (:mod:`trailseal.storage.postgres`),
 under names the store does not use: ``tenants``, ``tenant_logs``, ``api_keys``,
-``content``, ``poll_state``, ``report_files`` and ``app_secrets``. They have their own
+``content``, ``poll_state``, ``report_files`` and ``link_keys``. They have their own
 migration track, recorded in ``registry_migrations`` and applied under the schema's migration lock
 (:mod:`trailseal.storage.postgres_schema`), so nodes starting together are safe.
 
@@ -14,9 +14,10 @@ byte order as from SQLite, whatever the database's default collation.
 Unlike the ledger's, these tables are mutable, but only where the registry needs it:
 :func:`grant_registry_role` lets a service role SELECT and INSERT, and UPDATE only
 ``api_keys.revoked_at`` (revocation) and ``poll_state``'s state; it never deletes.
-``report_files`` and ``app_secrets`` are INSERT-only through the grants alone: unlike
+``report_files`` and ``link_keys`` are INSERT-only through the grants alone: unlike
 the ledger's history tables they carry no triggers, so the owner can still prune old
-reports; a report file altered here is caught by the SHA-256 the log recorded.
+reports and revoke a download-link key by deleting its row; a report file altered here
+is caught by the SHA-256 the log recorded.
 
 Across nodes: a tenant name is claimed by one ``INSERT ... ON CONFLICT DO NOTHING``, so
 exactly one of two concurrent creators wins; a revocation on one node reaches the
@@ -54,7 +55,7 @@ REGISTRY_TABLES = (
     "content",
     "poll_state",
     "report_files",
-    "app_secrets",
+    "link_keys",
 )
 """The registry's tables (besides :data:`MIGRATIONS_TABLE`)."""
 
@@ -100,8 +101,9 @@ REGISTRY_MIGRATIONS: list[list[str]] = [
         )""",
     ],
     # 2: what nodes behind one load balancer share for the /audit app: the report files
-    # (so any node serves a download link) and the link key (so any node checks it).
-    # INSERT-only by grant: a file is never rewritten, a rebuilt one is stored beside it.
+    # (so any node serves a download link) and the nodes' public link keys (so any node
+    # checks a link another signed). INSERT-only by grant: a file is never rewritten, a
+    # rebuilt one is stored beside it; a key is revoked by the owner deleting its row.
     [
         """CREATE TABLE {schema}.report_files (
             rid text NOT NULL,
@@ -112,9 +114,9 @@ REGISTRY_MIGRATIONS: list[list[str]] = [
             created_at text NOT NULL,
             PRIMARY KEY (rid, name, sha256, seq)
         )""",
-        """CREATE TABLE {schema}.app_secrets (
-            name text PRIMARY KEY,
-            value bytea NOT NULL,
+        """CREATE TABLE {schema}.link_keys (
+            key_id text PRIMARY KEY CHECK (key_id ~ '^[0-9a-f]{{16}}$'),
+            public_key bytea NOT NULL CHECK (length(public_key) = 32),
             created_at text NOT NULL
         )""",
     ],

@@ -65,9 +65,9 @@ CREATE TABLE IF NOT EXISTS report_files (
     created_at TEXT NOT NULL,
     PRIMARY KEY (rid, name, sha256, seq)
 );
-CREATE TABLE IF NOT EXISTS app_secrets (
-    name TEXT PRIMARY KEY,
-    value BLOB NOT NULL,
+CREATE TABLE IF NOT EXISTS link_keys (
+    key_id TEXT PRIMARY KEY,
+    public_key BLOB NOT NULL,
     created_at TEXT NOT NULL
 );
 """

@@ -35,7 +35,7 @@ from trailseal.slackapp import messages
 from trailseal.slackapp.background import Background
 from trailseal.slackapp.directory import RetryAfterHandler
 from trailseal.slackapp.journal import Actor, Journal
-from trailseal.slackapp.links import DownloadLinks, load_key, shared_key
+from trailseal.slackapp.links import DownloadLinks, load_key, register_key
 from trailseal.slackapp.modal import CALLBACK_ID, Submission, parse_submission, request_modal
 from trailseal.slackapp.report_store import ReportStore
 from trailseal.slackapp.roles import RoleResolver
@@ -98,16 +98,13 @@ class AuditApp:
         self.background = Background(workers)
         self.report_queue = Background(report_workers)
         self.roles = RoleResolver(config.roles, self.web, ttl_s=config.group_cache_s)
-        keys_dir = service.data_dir.path / "keys"
-        # Behind one load balancer a link made on one node is followed to another: on a
-        # shared store the nodes share the link key and the report files.
+        # Behind one load balancer a link made on one node is followed to another: every
+        # node registers its link key's public half, and on a shared store the nodes
+        # share the report files too. One node just finds its own key there.
+        link_key = load_key(service.data_dir.path / "keys")
+        register_key(service.registry, link_key, rfc3339(service.clock()))
+        self.links = DownloadLinks(link_key, service.registry, config.public_url)
         shared = service.registry if service.shared else None
-        key = (
-            shared_key(shared, keys_dir, rfc3339(service.clock()))
-            if shared is not None
-            else load_key(keys_dir)
-        )
-        self.links = DownloadLinks(key, config.public_url)
         self.poster = SlackPoster(
             token,
             self._append_delivery,
