@@ -185,3 +185,32 @@ def test_an_approval_without_report_is_finished_after_a_restart(
         second.assert_log_verifies()
     finally:
         close(second)
+
+
+def test_pending_reads_only_new_requests_and_forgets_decided_ones(h: Harness) -> None:
+    journal = h.audit.workflow.journal
+    first, second, third = requested(h), requested(h), requested(h)
+    assert [r.id for r in journal.pending()] == [first, second, third]  # oldest first
+    assert h.click(ACTION_DENY, second, APPROVER).status_code == 200
+    h.settle()
+    ledger = journal.ledger()
+    reads: list[int] = []
+    real_entry = ledger.entry
+
+    def counting_entry(index: int) -> object:
+        reads.append(index)
+        return real_entry(index)
+
+    ledger.entry = counting_entry  # type: ignore[method-assign,assignment]
+    try:
+        journal.service.search_index.catch_up(ledger)  # its reads are not pending()'s
+        reads.clear()
+        assert [r.id for r in journal.pending()] == [first, third]
+        assert reads == []  # no request entry read again
+        fourth = requested(h)
+        journal.service.search_index.catch_up(ledger)
+        reads.clear()
+        assert [r.id for r in journal.pending()] == [first, third, fourth]
+        assert len(reads) == 1  # only the new request's entry
+    finally:
+        del ledger.entry

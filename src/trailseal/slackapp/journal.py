@@ -11,6 +11,7 @@ returns the stored event, which is the caller's own only when it was the first w
 from __future__ import annotations
 
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -89,6 +90,12 @@ class Journal:
         self.tenant = tenant
         self.log = log
         self.principal = Principal("slackapp", tenant, "ingest", False, internal=True)
+        # Requests not yet known to be decided, and the newest request entry read: the
+        # sweep (every minute, and before every click) reads only what is new, and a
+        # decided request never becomes pending again (the log only grows).
+        self._open: dict[str, AuditRequest] = {}
+        self._seen = -1
+        self._open_lock = threading.Lock()
 
     def tlog(self) -> TenantLog:
         """The log (NotFoundError when the configured log does not exist)."""
@@ -218,8 +225,35 @@ class Journal:
         return out
 
     def pending(self) -> list[AuditRequest]:
-        """Requests without a decision, oldest first."""
-        return [r for r in reversed(self.requests(limit=1 << 30)) if self.decision(r.id) is None]
+        """Requests without a decision, oldest first.
+
+        Reads the request entries appended since the last call (newest first from the
+        search index, down to the last one seen), then asks the log for a decision of
+        each request still open; a decided one is dropped for good. So the cost follows
+        the open requests and the new ones, not every request ever made.
+        """
+        ledger = self.ledger()
+        index = self.service.search_index
+        query = Query(source=APP_SOURCE, action=ACTION_REQUESTED)
+        with self._open_lock:
+            index.catch_up(ledger)
+            fresh: list[int] = []
+            before: int | None = None
+            while True:
+                page = index.search(ledger.log.name, query, 1000, before)
+                new = [i for i in page if i > self._seen]
+                fresh += new
+                if not page or len(new) < len(page):
+                    break
+                before = page[-1]
+            for i in reversed(fresh):
+                request = request_from_record(orjson.loads(ledger.entry(i).data))
+                self._open[request.id] = request
+            if fresh:
+                self._seen = fresh[0]
+            for rid in [rid for rid in self._open if self.decision(rid) is not None]:
+                del self._open[rid]
+            return list(self._open.values())
 
     def approved_without_report(self) -> list[AuditRequest]:
         """Approved requests whose report was never recorded (e.g. a crash mid-report)."""
