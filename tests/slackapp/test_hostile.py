@@ -1,0 +1,104 @@
+"""What a hostile requester types, what a failing Slack answers, and clicks on requests
+that do not exist: defects found in a review, each pinned by a test."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.http.support import FixedClock
+from tests.slackapp.fake_slack import FakeSlack
+from tests.slackapp.harness import (
+    APPROVER,
+    NOW,
+    REQUESTER,
+    SECRET,
+    Harness,
+    build,
+    close,
+)
+
+# Slack mrkdwn that would ping everyone, mention someone, or hide a link behind text
+# (docs.slack.dev/messaging/formatting-message-text: & < > are control characters).
+HOSTILE = "Legal hold <!channel> ask <@UAPP0001> & see <https://evil.example|the ticket>"
+
+
+@pytest.fixture
+def h(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Harness]:
+    caplog.set_level(logging.DEBUG)
+    with FakeSlack() as fake:
+        harness = build(tmp_path / "data", fake, FixedClock(NOW))
+        try:
+            yield harness
+            harness.settle()
+            harness.assert_log_verifies()
+        finally:
+            close(harness)
+    for secret in ("xoxb-test", SECRET, "Legal hold", "payload="):
+        assert secret not in caplog.text
+
+
+def request_id(h: Harness, **kwargs: Any) -> str:
+    r = h.submit(REQUESTER, **kwargs)
+    assert r.json()["response_action"] == "update", r.text
+    h.settle()
+    requested = [e for e in h.events() if e["action"] == "audit.requested"]
+    return str(requested[-1]["correlation"]["id"])
+
+
+def mrkdwn_texts(blocks: Any) -> list[str]:
+    """Every mrkdwn text in ``blocks`` (sections, fields and context elements)."""
+    out: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if value.get("type") == "mrkdwn":
+                out.append(str(value.get("text", "")))
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(blocks)
+    return out
+
+
+def assert_inert(texts: list[str]) -> None:
+    joined = "\n".join(texts)
+    assert "Legal hold" in joined
+    for markup in ("<!channel>", "<@UAPP0001>", "<https://evil", "<!here>"):
+        assert markup not in joined, joined
+    assert "&lt;!channel&gt;" in joined
+    assert "&amp; see" in joined
+
+
+def test_typed_text_reaches_approvers_as_text_not_markup(h: Harness) -> None:
+    rid = request_id(h, kind="query", query="login <!here> & `x`", purpose=HOSTILE)
+    texts = mrkdwn_texts(h.approval_message().blocks)
+    assert_inert(texts)
+    assert any("&lt;!here&gt;" in t for t in texts)
+    # The same request on an approver's Home tab and in the requester's /audit status.
+    event = {
+        "type": "event_callback",
+        "event_id": "Ev0HOME1",
+        "team_id": "T0HOME",
+        "event": {"type": "app_home_opened", "user": APPROVER, "tab": "home"},
+    }
+    h.signed("/slack/events", json.dumps(event).encode(), "application/json")
+    h.settle()
+    assert_inert(mrkdwn_texts(h.fake.home_views[APPROVER]["blocks"]))
+    assert_inert(mrkdwn_texts(h.command("status").json()["blocks"]))
+    assert rid in str(h.fake.home_views[APPROVER]["blocks"])
+
+
+def test_a_long_purpose_of_markup_characters_still_fits_a_section(h: Harness) -> None:
+    request_id(h, purpose="<&>" * 333)  # 999 characters, each escaped to 4 or 5
+    purpose = next(t for t in mrkdwn_texts(h.approval_message().blocks) if "Purpose" in t)
+    assert len(purpose) <= 3000
+    assert purpose.endswith(("&lt;", "&amp;", "&gt;", "…"))  # no entity cut in half
