@@ -15,6 +15,7 @@ from tests.http.support import FixedClock
 from tests.slackapp.fake_slack import FakeSlack
 from tests.slackapp.harness import (
     APPROVER,
+    APPROVERS,
     NOW,
     REQUESTER,
     SECRET,
@@ -102,3 +103,16 @@ def test_a_long_purpose_of_markup_characters_still_fits_a_section(h: Harness) ->
     purpose = next(t for t in mrkdwn_texts(h.approval_message().blocks) if "Purpose" in t)
     assert len(purpose) <= 3000
     assert purpose.endswith(("&lt;", "&amp;", "&gt;", "…"))  # no entity cut in half
+
+
+def test_a_request_the_approvers_never_saw_is_not_reported_as_sent(h: Harness) -> None:
+    h.fake.fail("chat.postMessage", "not_in_channel")  # the approvers' message
+    rid = request_id(h)
+    assert [m for m in h.fake.messages if m.channel == APPROVERS] == []
+    (told,) = h.dms_to(REQUESTER)
+    assert rid in told
+    assert "sent to the approvers" not in told
+    assert "could not be posted" in told
+    assert "not_in_channel" in told
+    # Still pending: an approver can decide from the Home tab.
+    assert h.audit.journal.state(rid) == "pending"

@@ -175,6 +175,16 @@ def submitted_notice(request: AuditRequest) -> str:
     )
 
 
+def undelivered_notice(request: AuditRequest, reason: str) -> str:
+    """What the requester is told when the approvers' message could not be posted."""
+    return (
+        f":warning: Your audit request `{request.id}` is recorded, but the message to the "
+        f"approvers could not be posted ({escape(reason[:200])}). Approvers can still "
+        "decide on it from the app's Home tab: tell them, or an admin. It expires at "
+        f"{request.expires_at} if nobody decides. `/audit status` shows where it stands."
+    )
+
+
 def submitted_view(request: AuditRequest) -> dict[str, Any]:
     """The modal after a successful submission (``response_action: update``)."""
     return {

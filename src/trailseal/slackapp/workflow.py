@@ -186,6 +186,9 @@ class Workflow:
             LOGGER.error(
                 "approvers' message not delivered", extra={"rid": request.id, "error": str(e)}
             )
+            # Not "sent to the approvers": the requester would wait for nobody.
+            self.dm(request.requester, messages.undelivered_notice(request, str(e)))
+            return
         self.dm(request.requester, messages.submitted_notice(request))
 
     # -- decisions ----------------------------------------------------------------------
