@@ -23,6 +23,7 @@ from tests.slackapp.harness import (
     build,
     close,
 )
+from trailseal.slackapp.messages import ACTION_APPROVE
 
 # Slack mrkdwn that would ping everyone, mention someone, or hide a link behind text
 # (docs.slack.dev/messaging/formatting-message-text: & < > are control characters).
@@ -116,3 +117,22 @@ def test_a_request_the_approvers_never_saw_is_not_reported_as_sent(h: Harness) -
     assert "not_in_channel" in told
     # Still pending: an approver can decide from the Home tab.
     assert h.audit.journal.state(rid) == "pending"
+
+
+def test_a_report_delivered_to_the_requester_is_recorded_when_the_thread_copy_fails(
+    h: Harness,
+) -> None:
+    rid = request_id(h)
+    h.fake.removed_from.add(APPROVERS)  # someone removed the app from the channel
+    h.click(ACTION_APPROVE, rid, APPROVER)
+    h.wait_for(lambda: any("report for" in t for t in h.dms_to(REQUESTER)), "a report notice")
+    delivered = [f for f in h.fake.files.values() if f.shared_to and f.shared_to[0][0] == "D"]
+    assert len(delivered) == 4  # the requester has the report ...
+    assert h.actions()[-1] == "audit.report_generated"  # ... so the log says so
+    report = h.events()[-1]
+    assert sorted(report["raw"]["slack_file_ids"]) == sorted(f.id for f in delivered)
+    told = h.dms_to(REQUESTER)
+    assert not any("could not be built" in t for t in told), told
+    assert any("is ready" in t for t in told)
+    # A restart does not send it again.
+    assert h.audit.workflow.resume() == 0

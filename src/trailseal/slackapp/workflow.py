@@ -24,7 +24,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import WebClient
 
-from trailseal.errors import Error
+from trailseal.errors import Error, SlackError
 from trailseal.ingest.delivery import DeliveryError, SlackPoster
 from trailseal.settings import AuditAppConfig
 from trailseal.slackapp import messages
@@ -349,7 +349,19 @@ class Workflow:
             file_ids += upload_report(self.web, dm, None, request, files)
         message = self.journal.approval_message(rid)
         if message is not None:
-            file_ids += upload_report(self.web, message[0], message[1], request, files)
+            try:
+                file_ids += upload_report(self.web, message[0], message[1], request, files)
+            except SlackError as e:
+                # When the requester already holds the files, the report is delivered
+                # and is recorded below: failing here would tell them it "could not be
+                # built" and send it again after a restart, with no event for this
+                # delivery.
+                if not file_ids:
+                    raise
+                LOGGER.warning(
+                    "report not shared in the approvers' thread",
+                    extra={"rid": rid, "error": e.code or type(e).__name__},
+                )
         self.journal.append(
             ACTION_REPORT,
             report_event_id(rid),
