@@ -17,6 +17,7 @@ from tests.slackapp.harness import (
     APPROVER,
     APPROVERS,
     NOW,
+    OUTSIDER,
     REQUESTER,
     SECRET,
     Harness,
@@ -136,3 +137,20 @@ def test_a_report_delivered_to_the_requester_is_recorded_when_the_thread_copy_fa
     assert any("is ready" in t for t in told)
     # A restart does not send it again.
     assert h.audit.workflow.resume() == 0
+
+
+def test_a_click_on_a_request_that_does_not_exist_is_refused_and_logged(h: Harness) -> None:
+    h.click(ACTION_APPROVE, "ar_000000000000", OUTSIDER)
+    h.settle()
+    (refused,) = h.events()
+    assert refused["action"] == "audit.refused"
+    assert refused["actor"]["id"] == OUTSIDER
+    assert refused["result"] == {"status": "failure", "reason": "not an approver"}
+    assert any("not allowed to approve" in t for t in h.ephemerals_to(OUTSIDER))
+    h.click(ACTION_APPROVE, "ar_000000000000", APPROVER)
+    h.settle()
+    assert h.actions() == ["audit.refused", "audit.refused"]
+    refused = h.events()[-1]
+    assert refused["result"] == {"status": "failure", "reason": "no such request"}
+    assert refused["correlation"] == {"id": "ar_000000000000"}
+    assert any("no audit request" in t for t in h.ephemerals_to(APPROVER))

@@ -204,12 +204,14 @@ class Workflow:
 
     def _decide(self, actor: Actor, rid: str, decision: str, channel: str | None) -> None:
         self.sweep()
-        request = self.journal.request(rid)
-        if request is None:
-            self.tell(actor.user, f"There is no audit request `{rid}`.", channel)
-            return
+        # The role first: a click by a non-approver is a recorded refusal whatever it names.
         if not self.roles.is_approver(actor.user):
             self.tell(actor.user, self.refuse(actor, "approver", decision, rid), channel)
+            return
+        request = self.journal.request(rid)
+        if request is None:
+            self.journal.refused(actor, decision, "no such request", rid[:64] or None)
+            self.tell(actor.user, f"There is no audit request `{messages.escape(rid)}`.", channel)
             return
         if actor.user == request.requester:
             self.journal.refused(actor, decision, "self-approval", rid)
