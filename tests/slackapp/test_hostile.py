@@ -154,3 +154,29 @@ def test_a_click_on_a_request_that_does_not_exist_is_refused_and_logged(h: Harne
     assert refused["result"] == {"status": "failure", "reason": "no such request"}
     assert refused["correlation"] == {"id": "ar_000000000000"}
     assert any("no audit request" in t for t in h.ephemerals_to(APPROVER))
+
+
+@pytest.mark.parametrize(
+    ("field", "kwargs"),
+    [
+        # A NUL passed the form, was approved, and then failed the report at every restart.
+        ("query", {"kind": "query", "query": "login \x00 admin"}),
+        ("query", {"kind": "query", "query": "x" * 501}),  # the form's max_length
+        ("purpose", {"purpose": "Legal hold LH-42 \x1b[2J for counsel"}),
+        # A right-to-left override shows approvers text in another order than stored.
+        ("purpose", {"purpose": "Legal hold LH-42 \u202etpircs for counsel"}),
+    ],
+)
+def test_control_characters_and_overlong_text_are_refused_in_the_form(
+    h: Harness, field: str, kwargs: dict[str, Any]
+) -> None:
+    r = h.submit(REQUESTER, **kwargs)
+    body = r.json()
+    assert body["response_action"] == "errors", body
+    assert set(body["errors"]) == {field}
+    h.settle()
+    assert h.events() == []
+
+
+def test_line_breaks_and_tabs_in_a_purpose_are_fine(h: Harness) -> None:
+    request_id(h, purpose="Legal hold LH-42:\n\tpreserve the channel\r\nfor counsel")
