@@ -180,3 +180,20 @@ def test_control_characters_and_overlong_text_are_refused_in_the_form(
 
 def test_line_breaks_and_tabs_in_a_purpose_are_fine(h: Harness) -> None:
     request_id(h, purpose="Legal hold LH-42:\n\tpreserve the channel\r\nfor counsel")
+
+
+def test_a_report_that_fails_unexpectedly_is_still_told_to_the_requester(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("trailseal.slackapp.workflow.build_report", disk_full)
+    rid = request_id(h)
+    h.click(ACTION_APPROVE, rid, APPROVER)
+    h.settle()
+    told = [t for t in h.dms_to(REQUESTER) if "could not be built" in t]
+    assert len(told) == 1, h.dms_to(REQUESTER)
+    assert rid in told[0]
+    assert "No space left" not in told[0]  # the details are for the server log
+    assert h.audit.journal.state(rid) == "approved"  # resumed after a restart

@@ -310,17 +310,19 @@ class Workflow:
             self._reporting.add(rid)
         try:
             self._run_report(rid)
-        except Error as e:
-            # Slack refused an upload, the scope selects nothing readable, ...: the
-            # requester hears of it; the report is tried again when serve restarts.
+        except Exception as e:
+            # Slack refused an upload, the scope selects nothing readable, the disk is
+            # full, ...: the requester hears of it; the report is tried again when serve
+            # restarts. Only trailseal's own errors are worded for people.
             LOGGER.error("report failed", extra={"rid": rid, "error": type(e).__name__})
+            why = e.diagnostics()[:500] if isinstance(e, Error) else "an internal error"
             request = self.journal.request(rid)
             if request is not None:
                 self.dm(
                     request.requester,
-                    f":warning: The report for `{rid}` could not be built: "
-                    f"{e.diagnostics()[:500]}. It will be tried again when trailseal "
-                    "restarts; an admin can see the details in the server log.",
+                    f":warning: The report for `{rid}` could not be built: {why}. It will "
+                    "be tried again when trailseal restarts; an admin can see the details "
+                    "in the server log.",
                 )
             raise
         finally:
