@@ -16,6 +16,7 @@ from tests.slackapp.fake_slack import FakeSlack
 from tests.slackapp.harness import (
     APPROVER,
     APPROVERS,
+    GROUP_APPROVER,
     NOW,
     OUTSIDER,
     REQUESTER,
@@ -24,7 +25,7 @@ from tests.slackapp.harness import (
     build,
     close,
 )
-from trailseal.slackapp.messages import ACTION_APPROVE
+from trailseal.slackapp.messages import ACTION_APPROVE, ACTION_DENY
 
 # Slack mrkdwn that would ping everyone, mention someone, or hide a link behind text
 # (docs.slack.dev/messaging/formatting-message-text: & < > are control characters).
@@ -197,3 +198,19 @@ def test_a_report_that_fails_unexpectedly_is_still_told_to_the_requester(
     assert rid in told[0]
     assert "No space left" not in told[0]  # the details are for the server log
     assert h.audit.journal.state(rid) == "approved"  # resumed after a restart
+
+
+def test_buttons_left_by_a_failed_update_are_replaced_on_the_next_click(h: Harness) -> None:
+    rid = request_id(h)
+    h.fake.fail("chat.update", "internal_error")
+    h.click(ACTION_DENY, rid, APPROVER)
+    h.settle()
+    assert h.approval_message().updates == 0  # Slack failed: the buttons are still shown
+    h.click(ACTION_APPROVE, rid, GROUP_APPROVER)
+    h.settle()
+    assert any("already denied" in t for t in h.ephemerals_to(GROUP_APPROVER))
+    message = h.approval_message()
+    assert message.updates == 1
+    assert not any(b["type"] == "actions" for b in message.blocks)
+    assert "*Denied* by <@UAPP0001>" in message.blocks[-1]["text"]["text"]
+    assert h.actions() == ["audit.requested", "audit.denied"]

@@ -223,8 +223,10 @@ class Workflow:
             )
             return
         if parse_time(request.expires_at) <= self.journal.now():
-            self.expire(request)
+            expired_now = self.expire(request)
             existing = self.journal.decision(rid) or {}
+            if not expired_now and existing:
+                self._show_outcome(request, existing)  # stale buttons, as below
             if existing.get("raw", {}).get("decision") == "expired":
                 self.journal.refused(actor, decision, "expired", rid)
             self._tell_existing(actor.user, rid, existing, channel)
@@ -233,6 +235,9 @@ class Workflow:
         if written.first:
             self._after_decision(request, decision, actor.user, written.record)
         else:
+            # A click on buttons that should be gone: the update after the decision
+            # failed (or has not run yet), so show the recorded outcome again.
+            self._show_outcome(request, written.record)
             self._tell_existing(actor.user, rid, written.record, channel)
 
     def _write_decision(self, actor: Actor, request: AuditRequest, decision: str) -> Written:
@@ -260,22 +265,29 @@ class Workflow:
     def _after_decision(
         self, request: AuditRequest, decision: str, by: str, record: dict[str, Any]
     ) -> None:
-        message = self.journal.approval_message(request.id)
-        if message is not None:
-            text, blocks = messages.approval_message(
-                request, (decision, by, str(record.get("time", "")))
-            )
-            self.call_slack(
-                "chat.update",
-                self.web.chat_update,
-                channel=message[0],
-                ts=message[1],
-                text=text,
-                blocks=blocks,
-            )
+        self._show_outcome(request, record)
         self.dm(request.requester, messages.outcome_notice(request, decision, by))
         if decision == "approved":
             self.report_queue.submit("report", self.run_report, request.id)
+
+    def _show_outcome(self, request: AuditRequest, record: dict[str, Any]) -> None:
+        """Replace the buttons of the approvers' message with the recorded decision."""
+        message = self.journal.approval_message(request.id)
+        if message is None:
+            return
+        decision = str(record.get("raw", {}).get("decision", "decided"))
+        by = str(record.get("actor", {}).get("id", ""))
+        text, blocks = messages.approval_message(
+            request, (decision, by, str(record.get("time", "")))
+        )
+        self.call_slack(
+            "chat.update",
+            self.web.chat_update,
+            channel=message[0],
+            ts=message[1],
+            text=text,
+            blocks=blocks,
+        )
 
     def expire(self, request: AuditRequest) -> bool:
         """Write the ``expired`` decision; True when this call wrote it."""
