@@ -109,7 +109,7 @@ def request_modal(now: datetime, max_range_days: int, private_metadata: str = ""
                     "filter": {"include": ["public", "private"], "exclude_bot_users": True},
                 },
                 optional=True,
-                hint="Needed for a channel audit.",
+                hint="Needed for a channel audit; narrows the others.",
             ),
             _input(
                 B_USERS,
@@ -123,7 +123,7 @@ def request_modal(now: datetime, max_range_days: int, private_metadata: str = ""
                 "App IDs",
                 {"type": "plain_text_input", "placeholder": _text("A0123ABCD, A0456EFGH")},
                 optional=True,
-                hint="Needed for an app audit; comma-separated.",
+                hint="Needed for an app audit; narrows the others. Comma-separated.",
             ),
             _input(
                 B_EXTERNAL,
