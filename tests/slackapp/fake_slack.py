@@ -213,6 +213,8 @@ class FakeSlack:
         self.home_views: dict[str, dict[str, Any]] = {}
         self.files: dict[str, FakeFile] = {}
         self.used_trigger_ids: set[str] = set()
+        self.removed_from: set[str] = set()
+        """Channels the app was removed from: sharing files there is ``not_in_channel``."""
         self._scripted: dict[str, deque[Answer]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -629,6 +631,8 @@ class FakeSlack:
         channel = params.get("channel_id") or None
         if channel is not None:
             self._channel(channel)
+            if channel in self.removed_from:
+                raise SlackFailure("not_in_channel")
         shown = []
         for item in items:
             upload = self.files.get(str(item.get("id")))

@@ -159,7 +159,12 @@ def test_two_approvers_at_once_make_one_decision(h: Harness) -> None:
     loser = GROUP_APPROVER if winner == APPROVER else APPROVER
     told = h.ephemerals_to(loser)
     assert any(f"already {decisions[0]['raw']['decision']} by <@{winner}>" in t for t in told)
-    assert h.approval_message().updates == 1
+    # The loser's click shows the recorded outcome again (in case the winner's update
+    # failed): the message names the one decision, never the loser's.
+    message = h.approval_message()
+    assert message.updates == 2
+    label = {"approved": "*Approved*", "denied": "*Denied*"}[decisions[0]["raw"]["decision"]]
+    assert f"{label} by <@{winner}>" in message.blocks[-1]["text"]["text"]
     if decisions[0]["action"] == "audit.approved":
         h.wait_for(lambda: "audit.report_generated" in h.actions(), "the report event")
 

@@ -161,6 +161,16 @@ def verifiers(service: Service, tlog: TenantLog) -> Any:
         ("query", {"query": "production-db"}, True, ["e6"]),
         ("query", {"query": "production-db"}, False, []),  # U9 is of another team
         ("query", {"query": "message.posted"}, False, ["e0"]),
+        # The form says users "narrow the others", and approvers see them in the scope.
+        ("channel", {"channels": ("C1",), "users": ("U2",)}, False, ["e2"]),
+        ("team", {"team_id": HOME, "users": ("U2",)}, False, ["e2", "e4"]),
+        ("app", {"apps": ("A1",), "users": ("U2",)}, False, []),
+        ("query", {"query": "message.posted", "users": ("U2",)}, False, []),
+        # Channels and apps shown in the scope narrow the other kinds as well.
+        ("user", {"users": ("U2",), "channels": ("C1",)}, False, ["e2"]),
+        ("team", {"team_id": HOME, "channels": ("C2",)}, False, ["e4"]),
+        ("query", {"query": "message.posted", "channels": ("C3",)}, False, []),
+        ("team", {"team_id": HOME, "apps": ("A1",)}, False, ["e3"]),
     ],
 )
 def test_each_kind_selects_exactly_its_events(

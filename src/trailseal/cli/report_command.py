@@ -28,9 +28,18 @@ def _time(value: str, option: str) -> str:
 
 @cli.command("audit-report")
 @click.option("--kind", type=click.Choice(AUDIT_KINDS), required=True, help="What to audit.")
-@click.option("--channel", "channels", multiple=True, help="Channel id (kind channel); repeatable.")
-@click.option("--user", "users", multiple=True, help="User id (kind user); repeatable.")
-@click.option("--app", "apps", multiple=True, help="App id (kind app); repeatable.")
+@click.option(
+    "--channel",
+    "channels",
+    multiple=True,
+    help="Channel id (kind channel; narrows the others); repeatable.",
+)
+@click.option(
+    "--user", "users", multiple=True, help="User id (kind user; narrows the others); repeatable."
+)
+@click.option(
+    "--app", "apps", multiple=True, help="App id (kind app; narrows the others); repeatable."
+)
 @click.option("--team", help="Team id: the audited team (kind team) and the home organization.")
 @click.option("--query", help="Free text over the log's non-content fields (kind query).")
 @click.option("--since", required=True, help="Start of the time range (RFC 3339, inclusive).")

@@ -149,7 +149,8 @@ class Journal:
         return Written(self._find(event_id) or {}, False)
 
     def refused(self, actor: Actor, attempted: str, reason: str, rid: str | None = None) -> None:
-        """Log a refusal (no role, self-approval, expired): ``audit.refused``."""
+        """Log a refusal (no role, self-approval, expired, no such request):
+        ``audit.refused``."""
         self.append(
             ACTION_REFUSED,
             f"refused:{secrets.token_hex(8)}",

@@ -51,6 +51,26 @@ class Listed:
     """(file name, URL) pairs."""
 
 
+def escape(text: str) -> str:
+    """Typed text made inert in mrkdwn: Slack reads ``&``, ``<`` and ``>`` as markup
+    (``<!channel>``, ``<@U…>``, ``<https://…|label>``), so they become entities
+    (docs.slack.dev/messaging/formatting-message-text#escaping)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def escape_clipped(text: str, limit: int) -> str:
+    """:func:`escape` ``text`` in at most ``limit`` characters, never cutting an entity
+    in half (escaping can make text five times longer)."""
+    escaped = escape(text)
+    if len(escaped) <= limit:
+        return escaped
+    cut = escaped[: limit - 1]
+    amp = cut.rfind("&", len(cut) - 5)
+    if amp >= 0 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
+
+
 def section(text: str) -> dict[str, Any]:
     """A mrkdwn section block."""
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
@@ -63,15 +83,15 @@ def _context(text: str) -> dict[str, Any]:
 def scope_text(request: AuditRequest) -> str:
     """The scope in one readable paragraph."""
     s = request.scope
-    parts = [f"*Type:* {s.kind}", f"*Team:* {s.team_id or request.team_id}"]
+    parts = [f"*Type:* {s.kind}", f"*Team:* {escape(s.team_id or request.team_id)}"]
     if s.channels:
         parts.append("*Channels:* " + ", ".join(f"<#{c}>" for c in s.channels))
     if s.users:
         parts.append("*Users:* " + ", ".join(f"<@{u}>" for u in s.users))
     if s.apps:
-        parts.append("*Apps:* " + ", ".join(s.apps))
+        parts.append("*Apps:* " + escape(", ".join(s.apps)))
     if s.query:
-        parts.append(f"*Query:* `{s.query}`")
+        parts.append(f"*Query:* `{escape(s.query)}`")
     parts.append(f"*From:* {s.start}  *until:* {s.end}")
     parts.append(f"*Slack Connect members:* {'included' if s.include_external else 'left out'}")
     text = "\n".join(parts)
@@ -88,7 +108,7 @@ def approval_message(
     blocks: list[dict[str, Any]] = [
         section(f":mag: *{text}*"),
         section(scope_text(request)),
-        section(f"*Purpose:* {request.purpose[:2900]}"),
+        section(f"*Purpose:* {escape_clipped(request.purpose, 2900)}"),
         _context(f"Request `{request.id}` · expires {request.expires_at}"),
     ]
     if outcome is None:
@@ -155,6 +175,16 @@ def submitted_notice(request: AuditRequest) -> str:
     )
 
 
+def undelivered_notice(request: AuditRequest, reason: str) -> str:
+    """What the requester is told when the approvers' message could not be posted."""
+    return (
+        f":warning: Your audit request `{request.id}` is recorded, but the message to the "
+        f"approvers could not be posted ({escape(reason[:200])}). Approvers can still "
+        "decide on it from the app's Home tab: tell them, or an admin. It expires at "
+        f"{request.expires_at} if nobody decides. `/audit status` shows where it stands."
+    )
+
+
 def submitted_view(request: AuditRequest) -> dict[str, Any]:
     """The modal after a successful submission (``response_action: update``)."""
     return {
@@ -201,7 +231,7 @@ def _listed_blocks(item: Listed, *, buttons: bool) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = [
         section(
             f"*`{r.id}`* · {r.scope.kind} · {STATE_LABELS.get(item.state, item.state)}\n"
-            f"{r.scope.start} → {r.scope.end}\n_{r.purpose[:200]}_"
+            f"{r.scope.start} → {r.scope.end}\n_{escape_clipped(r.purpose, 200)}_"
         ),
         *links_blocks(item.links),
     ]

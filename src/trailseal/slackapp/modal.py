@@ -8,6 +8,7 @@ message per ``block_id`` (api.slack.com/surfaces/modals#displaying_errors).
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from trailseal.slackapp.model import AUDIT_KINDS, AuditKind, AuditScope
 CALLBACK_ID = "audit_request"
 MIN_PURPOSE_CHARS = 20
 MAX_PURPOSE_CHARS = 1000
+MAX_QUERY_CHARS = 500
 
 B_KIND, B_TEAM, B_CHANNELS, B_USERS, B_APPS = "kind", "team", "channels", "users", "apps"
 B_EXTERNAL, B_START, B_END, B_QUERY, B_PURPOSE = "external", "start", "end", "query", "purpose"
@@ -29,6 +31,11 @@ KIND_LABELS: dict[str, str] = {
     "user": "User: what people did",
     "query": "Query: free text over the log",
 }
+
+_LINE_BREAKS = frozenset("\n\r\t")
+# Trojan Source's bidirectional controls (CVE-2021-42574): approvers would read the
+# purpose in another order than the log stores it.
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 _TEAM = re.compile(r"^[TE][A-Z0-9]{2,}$")
 _APP = re.compile(r"^A[A-Z0-9]{2,}$")
@@ -102,7 +109,7 @@ def request_modal(now: datetime, max_range_days: int, private_metadata: str = ""
                     "filter": {"include": ["public", "private"], "exclude_bot_users": True},
                 },
                 optional=True,
-                hint="Needed for a channel audit.",
+                hint="Needed for a channel audit; narrows the others.",
             ),
             _input(
                 B_USERS,
@@ -116,7 +123,7 @@ def request_modal(now: datetime, max_range_days: int, private_metadata: str = ""
                 "App IDs",
                 {"type": "plain_text_input", "placeholder": _text("A0123ABCD, A0456EFGH")},
                 optional=True,
-                hint="Needed for an app audit; comma-separated.",
+                hint="Needed for an app audit; narrows the others. Comma-separated.",
             ),
             _input(
                 B_EXTERNAL,
@@ -148,7 +155,7 @@ def request_modal(now: datetime, max_range_days: int, private_metadata: str = ""
             _input(
                 B_QUERY,
                 "Query",
-                {"type": "plain_text_input", "max_length": 500},
+                {"type": "plain_text_input", "max_length": MAX_QUERY_CHARS},
                 optional=True,
                 hint="Needed for a query audit: words to find in the log's events.",
             ),
@@ -221,6 +228,15 @@ def parse_submission(
         )
     elif len(purpose) > MAX_PURPOSE_CHARS:
         errors[B_PURPOSE] = f"At most {MAX_PURPOSE_CHARS} characters."
+    if query is not None and len(query) > MAX_QUERY_CHARS:
+        errors[B_QUERY] = f"At most {MAX_QUERY_CHARS} characters."
+    # What reaches the approvers, the log and the search index is checked here, not
+    # trusted to the form: a NUL would fail the report after approval, a bidi override
+    # would show approvers another text than the log keeps.
+    for block, text in ((B_QUERY, query or ""), (B_PURPOSE, purpose)):
+        bad = _control_character(text)
+        if bad is not None:
+            errors[block] = f"Remove the control character {bad}; only printable text is kept."
     if errors or start is None or end is None:
         return errors
     scope = AuditScope(
@@ -235,6 +251,15 @@ def parse_submission(
         include_external=bool(_value(values, B_EXTERNAL).get("selected_options")),
     )
     return Submission(scope, purpose)
+
+
+def _control_character(text: str) -> str | None:
+    """The first control or bidirectional-override character in ``text`` (as U+XXXX),
+    line breaks and tabs aside; None when there is none."""
+    for c in text:
+        if c in _BIDI or (unicodedata.category(c) == "Cc" and c not in _LINE_BREAKS):
+            return f"U+{ord(c):04X}"
+    return None
 
 
 def _scope_errors(

@@ -13,6 +13,10 @@ query      the search index's free-text match over non-content fields (the same 
            match as ``GET /v1/logs/{log}/events?q=``)
 =========  ===============================================================================
 
+Channels, users and apps given beside a kind's own ids narrow it with their own rule
+above (the form says users do, and approvers see all of them in the scope they approve):
+a user audit with channels covers what those people did in those channels.
+
 The first four scan the entries in pages (:data:`PAGE` at a time), skipping an entry
 without parsing it when none of the scope's ids occurs in its bytes. ``query`` asks the
 search index (caught up first) for matching indexes in ascending pages and reads those
@@ -76,23 +80,45 @@ def _target_ids(record: dict[str, Any]) -> set[str]:
 
 
 def in_scope(record: dict[str, Any], scope: AuditScope, team: str) -> bool:
-    """The kind's rule of the module docstring (time is checked separately)."""
+    """The kind's rule of the module docstring, narrowed by the scope's other ids (time
+    is checked separately)."""
+    if scope.kind == "team" and team not in _team_ids(record):
+        return False
+    return narrowed(record, scope) and (
+        scope.kind not in ("channel", "user", "app") or _matches(record, scope.kind, scope)
+    )
+
+
+def narrowed(record: dict[str, Any], scope: AuditScope) -> bool:
+    """Whether every id list of the scope other than its kind's own admits ``record``
+    (an empty list admits everything)."""
+    return all(
+        _matches(record, kind, scope)
+        for kind in ("channel", "user", "app")
+        if kind != scope.kind and _ids(scope, kind)
+    )
+
+
+def _ids(scope: AuditScope, kind: str) -> tuple[str, ...]:
+    return {"channel": scope.channels, "user": scope.users, "app": scope.apps}[kind]
+
+
+def _team_ids(record: dict[str, Any]) -> tuple[Any, ...]:
     actor, context = _dict(record.get("actor")), _dict(record.get("context"))
-    if scope.kind == "channel":
-        return context.get("channel") in scope.channels or bool(
-            _target_ids(record) & set(scope.channels)
-        )
-    if scope.kind == "user":
-        return actor.get("id") in scope.users or bool(_target_ids(record) & set(scope.users))
-    if scope.kind == "app":
-        return (
-            context.get("app") in scope.apps
-            or actor.get("id") in scope.apps
-            or bool(_target_ids(record) & set(scope.apps))
-        )
-    if scope.kind == "team":
-        return team in (context.get("workspace"), context.get("enterprise"), actor.get("team"))
-    return True  # query: the index decided
+    return (context.get("workspace"), context.get("enterprise"), actor.get("team"))
+
+
+def _matches(record: dict[str, Any], kind: str, scope: AuditScope) -> bool:
+    """The rule of ``kind`` (channel, user or app) with the scope's ids of that kind."""
+    ids = _ids(scope, kind)
+    actor, context = _dict(record.get("actor")), _dict(record.get("context"))
+    if kind == "channel" and context.get("channel") in ids:
+        return True
+    if kind == "user" and actor.get("id") in ids:
+        return True
+    if kind == "app" and (context.get("app") in ids or actor.get("id") in ids):
+        return True
+    return bool(_target_ids(record) & set(ids))
 
 
 def _needles(scope: AuditScope, team: str) -> list[bytes] | None:
@@ -176,7 +202,9 @@ def search(
             entries = (ledger.entry(i) for i in found)
         for entry in entries:
             record = orjson.loads(entry.data)
-            yield entry, record if isinstance(record, dict) else {}
+            record = record if isinstance(record, dict) else {}
+            if narrowed(record, scope):
+                yield entry, record
         if progress and found:
             progress(found[-1] + 1 - reported)
             reported = found[-1] + 1

@@ -24,7 +24,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import WebClient
 
-from trailseal.errors import Error
+from trailseal.errors import Error, SlackError
 from trailseal.ingest.delivery import DeliveryError, SlackPoster
 from trailseal.settings import AuditAppConfig
 from trailseal.slackapp import messages
@@ -186,6 +186,9 @@ class Workflow:
             LOGGER.error(
                 "approvers' message not delivered", extra={"rid": request.id, "error": str(e)}
             )
+            # Not "sent to the approvers": the requester would wait for nobody.
+            self.dm(request.requester, messages.undelivered_notice(request, str(e)))
+            return
         self.dm(request.requester, messages.submitted_notice(request))
 
     # -- decisions ----------------------------------------------------------------------
@@ -201,12 +204,14 @@ class Workflow:
 
     def _decide(self, actor: Actor, rid: str, decision: str, channel: str | None) -> None:
         self.sweep()
-        request = self.journal.request(rid)
-        if request is None:
-            self.tell(actor.user, f"There is no audit request `{rid}`.", channel)
-            return
+        # The role first: a click by a non-approver is a recorded refusal whatever it names.
         if not self.roles.is_approver(actor.user):
             self.tell(actor.user, self.refuse(actor, "approver", decision, rid), channel)
+            return
+        request = self.journal.request(rid)
+        if request is None:
+            self.journal.refused(actor, decision, "no such request", rid[:64] or None)
+            self.tell(actor.user, f"There is no audit request `{messages.escape(rid)}`.", channel)
             return
         if actor.user == request.requester:
             self.journal.refused(actor, decision, "self-approval", rid)
@@ -218,8 +223,10 @@ class Workflow:
             )
             return
         if parse_time(request.expires_at) <= self.journal.now():
-            self.expire(request)
+            expired_now = self.expire(request)
             existing = self.journal.decision(rid) or {}
+            if not expired_now and existing:
+                self._show_outcome(request, existing)  # stale buttons, as below
             if existing.get("raw", {}).get("decision") == "expired":
                 self.journal.refused(actor, decision, "expired", rid)
             self._tell_existing(actor.user, rid, existing, channel)
@@ -228,6 +235,9 @@ class Workflow:
         if written.first:
             self._after_decision(request, decision, actor.user, written.record)
         else:
+            # A click on buttons that should be gone: the update after the decision
+            # failed (or has not run yet), so show the recorded outcome again.
+            self._show_outcome(request, written.record)
             self._tell_existing(actor.user, rid, written.record, channel)
 
     def _write_decision(self, actor: Actor, request: AuditRequest, decision: str) -> Written:
@@ -255,22 +265,29 @@ class Workflow:
     def _after_decision(
         self, request: AuditRequest, decision: str, by: str, record: dict[str, Any]
     ) -> None:
-        message = self.journal.approval_message(request.id)
-        if message is not None:
-            text, blocks = messages.approval_message(
-                request, (decision, by, str(record.get("time", "")))
-            )
-            self.call_slack(
-                "chat.update",
-                self.web.chat_update,
-                channel=message[0],
-                ts=message[1],
-                text=text,
-                blocks=blocks,
-            )
+        self._show_outcome(request, record)
         self.dm(request.requester, messages.outcome_notice(request, decision, by))
         if decision == "approved":
             self.report_queue.submit("report", self.run_report, request.id)
+
+    def _show_outcome(self, request: AuditRequest, record: dict[str, Any]) -> None:
+        """Replace the buttons of the approvers' message with the recorded decision."""
+        message = self.journal.approval_message(request.id)
+        if message is None:
+            return
+        decision = str(record.get("raw", {}).get("decision", "decided"))
+        by = str(record.get("actor", {}).get("id", ""))
+        text, blocks = messages.approval_message(
+            request, (decision, by, str(record.get("time", "")))
+        )
+        self.call_slack(
+            "chat.update",
+            self.web.chat_update,
+            channel=message[0],
+            ts=message[1],
+            text=text,
+            blocks=blocks,
+        )
 
     def expire(self, request: AuditRequest) -> bool:
         """Write the ``expired`` decision; True when this call wrote it."""
@@ -305,17 +322,19 @@ class Workflow:
             self._reporting.add(rid)
         try:
             self._run_report(rid)
-        except Error as e:
-            # Slack refused an upload, the scope selects nothing readable, ...: the
-            # requester hears of it; the report is tried again when serve restarts.
+        except Exception as e:
+            # Slack refused an upload, the scope selects nothing readable, the disk is
+            # full, ...: the requester hears of it; the report is tried again when serve
+            # restarts. Only trailseal's own errors are worded for people.
             LOGGER.error("report failed", extra={"rid": rid, "error": type(e).__name__})
+            why = e.diagnostics()[:500] if isinstance(e, Error) else "an internal error"
             request = self.journal.request(rid)
             if request is not None:
                 self.dm(
                     request.requester,
-                    f":warning: The report for `{rid}` could not be built: "
-                    f"{e.diagnostics()[:500]}. It will be tried again when trailseal "
-                    "restarts; an admin can see the details in the server log.",
+                    f":warning: The report for `{rid}` could not be built: {why}. It will "
+                    "be tried again when trailseal restarts; an admin can see the details "
+                    "in the server log.",
                 )
             raise
         finally:
@@ -346,7 +365,19 @@ class Workflow:
             file_ids += upload_report(self.web, dm, None, request, files)
         message = self.journal.approval_message(rid)
         if message is not None:
-            file_ids += upload_report(self.web, message[0], message[1], request, files)
+            try:
+                file_ids += upload_report(self.web, message[0], message[1], request, files)
+            except SlackError as e:
+                # When the requester already holds the files, the report is delivered
+                # and is recorded below: failing here would tell them it "could not be
+                # built" and send it again after a restart, with no event for this
+                # delivery.
+                if not file_ids:
+                    raise
+                LOGGER.warning(
+                    "report not shared in the approvers' thread",
+                    extra={"rid": rid, "error": e.code or type(e).__name__},
+                )
         self.journal.append(
             ACTION_REPORT,
             report_event_id(rid),
