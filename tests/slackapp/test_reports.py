@@ -499,6 +499,7 @@ def test_a_file_over_slacks_limit_is_left_out_and_the_comment_says_where_it_is(
     comment = fake.files[ids[0]].initial_comment or ""
     assert f"{largest.name} (0.0 GB): over Slack's 1 GB file limit, not uploaded" in comment
     assert "download links" in comment
+    assert "--key '&lt;verifier key&gt;'" in comment  # mrkdwn: no stray markup
 
 
 def _size(path: Path) -> int:

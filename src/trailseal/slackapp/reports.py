@@ -336,7 +336,7 @@ def upload_report(
     comment = (
         f"Audit report for request {request.id}: {files.rows:,} events, "
         f"{files.log_entries:,} log entries proven into tree size {files.tree_size:,}. "
-        f"Verify offline: trailseal verify-bundle {files.bundle.name} --key '<verifier key>'"
+        f"Verify offline: trailseal verify-bundle {files.bundle.name} --key '&lt;verifier key&gt;'"
     )
     left_out = too_large(uploads)
     if left_out:
