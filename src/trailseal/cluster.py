@@ -29,7 +29,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -47,6 +47,9 @@ by a log's integrator."""
 TASK_LOCK = 0x7453_0004
 """Kind of ``pg_try_advisory_lock(hashtext(lock_key(TASK_LOCK, schema)), hashtext(name))``,
 held by the one node that runs a singleton task (the Slack Audit Logs poller)."""
+CLAIM_LOCK = 0x7453_0005
+"""Kind of ``pg_try_advisory_lock(hashtext(lock_key(CLAIM_LOCK, schema)), hashtext(name))``,
+held by the node doing one piece of work for as long as it takes (:meth:`Node.claim`)."""
 
 LOGGER = logging.getLogger("trailseal.cluster")
 
@@ -146,6 +149,26 @@ class Node:
         the elections (a read-only node never runs one)."""
         with self._held_lock:
             return self._tasks.setdefault(task, False)
+
+    @contextlib.contextmanager
+    def claim(self, name: str) -> Iterator[bool]:
+        """Hold the lock ``name`` across nodes for the block; yields whether this node got
+        it (False: another node is doing that work now).
+
+        The lock lives on a connection of its own, opened with keepalives like the
+        election's, so a node that dies mid-work (even its host) lets it go within
+        seconds and another node can take the work over. No idle timeout here: the
+        connection is silent for as long as the work takes.
+        """
+        conn = psycopg.connect(self.storage.dsn, **SESSION_OPTIONS)
+        try:
+            row = conn.execute(
+                "SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))",
+                (lock_key(CLAIM_LOCK, self.storage.schema), name),
+            ).fetchone()
+            yield bool(row and row[0])
+        finally:
+            conn.close()  # ends the session, and the lock with it
 
     def is_integrator(self, log_id: int) -> bool:
         """Whether this node holds the integrator lock of ``log_id``."""
@@ -365,4 +388,4 @@ def _limit_idle(conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"SET idle_session_timeout = '{IDLE_SESSION_TIMEOUT}'")
 
 
-__all__ = ["INTEGRATOR_LOCK", "Node", "node_name"]
+__all__ = ["CLAIM_LOCK", "INTEGRATOR_LOCK", "TASK_LOCK", "Node", "node_name"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -219,3 +221,46 @@ def test_pending_reads_only_new_requests_and_forgets_decided_ones(h: Harness) ->
         assert len(reads) == 1  # only the new request's entry
     finally:
         del ledger.entry
+
+
+def test_the_sweep_finishes_a_report_another_node_left_but_not_one_that_failed_here(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workflow = h.audit.workflow
+    # A report that fails on this node: its requester is told once, and the sweep leaves
+    # it for the next start (Slack refusing an upload is not fixed by trying every minute).
+    failed = requested(h)
+    h.fake.fail("files.getUploadURLExternal", "internal_error")
+    h.click(ACTION_APPROVE, failed, APPROVER)
+    h.settle()
+    assert sum("could not be built" in t for t in h.dms_to(REQUESTER)) == 1
+    assert workflow.resume(retry_failed=False) == 0
+    # serve's sweeper: at start it resumes every unfinished report, the failed one too.
+    h.audit.sweep_interval_s = 0.05
+    h.audit.start()
+    wait_until(h, lambda: generated(h) == {failed})
+    # A report whose node died after the approval: the job never ran here, and it is
+    # not this node's start that finds it but a later sweep.
+    orphan = requested(h)
+    with monkeypatch.context() as m:
+        m.setattr(workflow.report_queue, "submit", lambda *args: None)
+        h.click(ACTION_APPROVE, orphan, APPROVER)
+        h.settle()
+        assert generated(h) == {failed}
+    wait_until(h, lambda: generated(h) == {failed, orphan})
+    assert workflow.resume(retry_failed=False) == 0  # nothing unfinished is left
+
+
+def generated(h: Harness) -> set[str]:
+    return {
+        str(e["correlation"]["id"]) for e in h.events() if e["action"] == "audit.report_generated"
+    }
+
+
+def wait_until(h: Harness, predicate: Any, timeout_s: float = 30) -> None:
+    """Poll while the sweeper thread works (up to ``timeout_s``: a wait, not a timing)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "the sweeper did not get there"
+        time.sleep(0.05)
+    h.settle()

@@ -197,3 +197,26 @@ def test_one_sqlite_node_registers_only_its_link_key(tmp_path: Path, fake: FakeS
         assert set(sha256) == {p.name for p in (h.audit.workflow.reports_dir / rid).iterdir()}
     finally:
         close(h)
+
+
+def test_a_report_is_built_by_one_node_at_a_time(nodes: tuple[Harness, Harness]) -> None:
+    a, b = nodes
+    for h in (a, b):
+        h.service.join_cluster(election_interval_s=0.1)
+    rid = requested(a)
+    # The approval's own report job is held back: B will be the one to try.
+    a.audit.workflow.report_queue.submit = lambda *args: None  # type: ignore[method-assign]
+    assert a.click(ACTION_APPROVE, rid, APPROVER).status_code == 200
+    a.settle()
+    uploads = len(a.fake.calls_to("files.completeUploadExternal"))
+    with a.service.claim(f"slackapp-report:{rid}") as mine:
+        assert mine  # A is building it (say)
+        b.audit.workflow.run_report(rid)  # B's sweep finds it unfinished: not its turn
+        assert len(b.fake.calls_to("files.completeUploadExternal")) == uploads
+        assert "audit.report_generated" not in b.actions()
+        with b.service.claim(f"slackapp-report:{rid}") as theirs:
+            assert not theirs
+    b.audit.workflow.run_report(rid)  # A let go without finishing (it died): B builds it
+    assert "audit.report_generated" in b.actions()
+    a.audit.workflow.run_report(rid)  # and whoever comes next finds the report event
+    assert [e["action"] for e in a.events()].count("audit.report_generated") == 1

@@ -231,6 +231,16 @@ class Service:
             return not self.read_only
         return self.node.integrate and self.node.leads(task)
 
+    @contextmanager
+    def claim(self, name: str) -> Iterator[bool]:
+        """Do the work ``name`` on one node at a time: yields False when another node
+        holds it now. On a store of its own the process is alone, so it always gets it."""
+        if self.node is None:
+            yield True
+            return
+        with self.node.claim(name) as mine:
+            yield mine
+
     def check_history(self) -> None:
         """Refuse to serve a store rolled back behind, or forked from, a checkpoint this
         node already saw (``serve`` calls this before it listens)."""

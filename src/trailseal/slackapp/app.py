@@ -157,7 +157,9 @@ class AuditApp:
         """Resume unfinished reports and start the expiry sweeper thread (for ``serve``).
 
         With many nodes on one PostgreSQL store, one node at a time (elected like a log's
-        integrator) resumes reports and sweeps expiries, so a report is not built twice.
+        integrator) resumes reports and sweeps expiries; at every sweep it also resumes
+        reports left unfinished by a node that died (a report is built under a claim on
+        the store, so it is never built by two nodes at once).
         """
         self.check()
         self._resumed = False
@@ -180,6 +182,8 @@ class AuditApp:
                 if not self._resumed:
                     self.workflow.resume()
                     self._resumed = True
+                else:  # a report another node was building when it died
+                    self.workflow.resume(retry_failed=False)
                 self.workflow.sweep()
             except Exception as e:
                 LOGGER.error("expiry sweep failed", extra={"error": type(e).__name__})

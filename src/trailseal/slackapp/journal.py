@@ -90,9 +90,9 @@ class Journal:
         self.tenant = tenant
         self.log = log
         self.principal = Principal("slackapp", tenant, "ingest", False, internal=True)
-        # Requests not yet known to be decided, and the newest request entry read: the
+        # Requests not yet known to be finished, and the newest request entry read: the
         # sweep (every minute, and before every click) reads only what is new, and a
-        # decided request never becomes pending again (the log only grows).
+        # finished request never becomes unfinished again (the log only grows).
         self._open: dict[str, AuditRequest] = {}
         self._seen = -1
         self._open_lock = threading.Lock()
@@ -226,12 +226,22 @@ class Journal:
         return out
 
     def pending(self) -> list[AuditRequest]:
-        """Requests without a decision, oldest first.
+        """Requests without a decision, oldest first."""
+        return [request for request, decision in self._unfinished() if decision is None]
+
+    def approved_without_report(self) -> list[AuditRequest]:
+        """Approved requests whose report was never recorded (e.g. a crash mid-report)."""
+        return [request for request, decision in self._unfinished() if decision is not None]
+
+    def _unfinished(self) -> list[tuple[AuditRequest, dict[str, Any] | None]]:
+        """Requests still waiting for a decision or a report, oldest first, with their
+        decision (None while pending).
 
         Reads the request entries appended since the last call (newest first from the
-        search index, down to the last one seen), then asks the log for a decision of
-        each request still open; a decided one is dropped for good. So the cost follows
-        the open requests and the new ones, not every request ever made.
+        search index, down to the last one seen), then asks the log about each request
+        still unfinished; a denied or expired one, or an approved one with its report,
+        is dropped for good (the log only grows). So the sweep costs what is unfinished
+        and new, not every request ever made.
         """
         ledger = self.ledger()
         index = self.service.search_index
@@ -252,19 +262,16 @@ class Journal:
                 self._open[request.id] = request
             if fresh:
                 self._seen = fresh[0]
-            for rid in [rid for rid in self._open if self.decision(rid) is not None]:
-                del self._open[rid]
-            return list(self._open.values())
-
-    def approved_without_report(self) -> list[AuditRequest]:
-        """Approved requests whose report was never recorded (e.g. a crash mid-report)."""
-        out = []
-        for r in reversed(self.requests(limit=1 << 30)):
-            decision = self.decision(r.id)
-            approved = decision is not None and decision["raw"].get("decision") == "approved"
-            if approved and self.report(r.id) is None:
-                out.append(r)
-        return out
+            out: list[tuple[AuditRequest, dict[str, Any] | None]] = []
+            for rid, request in list(self._open.items()):
+                decision = self.decision(rid)
+                if decision is not None and (
+                    decision["raw"].get("decision") != "approved" or self.report(rid) is not None
+                ):
+                    del self._open[rid]
+                    continue
+                out.append((request, decision))
+            return out
 
 
 def request_record_raw(request: AuditRequest) -> dict[str, Any]:

@@ -86,6 +86,7 @@ class Workflow:
         self.reports_dir = reports.directory
         self._dm: dict[str, str] = {}
         self._reporting: set[str] = set()
+        self._failed: set[str] = set()  # reports that failed on this node since start
         self._lock = threading.Lock()
 
     # -- Slack helpers ------------------------------------------------------------------
@@ -307,22 +308,40 @@ class Workflow:
 
     # -- reports ------------------------------------------------------------------------
 
-    def resume(self) -> int:
-        """Queue the report of every approved request that has none (crash recovery)."""
+    def resume(self, *, retry_failed: bool = True) -> int:
+        """Queue the report of every approved request that has none (crash recovery).
+
+        At start every one; from the sweeper (``retry_failed=False``) the ones this node
+        has not seen fail since it started: those of a node that died mid-report, so that
+        another node finishes them within a sweep, while a report Slack keeps refusing is
+        not tried (and its requester told) again every minute.
+        """
         todo = self.journal.approved_without_report()
+        with self._lock:
+            if not retry_failed:
+                todo = [r for r in todo if r.id not in self._failed]
         for request in todo:
             self.report_queue.submit("report", self.run_report, request.id)
         return len(todo)
 
     def run_report(self, rid: str) -> None:
-        """Build, upload and record the report of an approved request (once per node)."""
+        """Build, upload and record the report of an approved request: once per node
+        (a set of the reports in progress), and on one node at a time (a claim on a
+        shared store, held while building, so that a node resuming it waits its turn and
+        then finds the report event)."""
         with self._lock:
             if rid in self._reporting:
                 return
             self._reporting.add(rid)
         try:
-            self._run_report(rid)
+            with self.journal.service.claim(f"slackapp-report:{rid}") as mine:
+                if mine:
+                    self._run_report(rid)
+            with self._lock:
+                self._failed.discard(rid)
         except Exception as e:
+            with self._lock:
+                self._failed.add(rid)
             # Slack refused an upload, the scope selects nothing readable, the disk is
             # full, ...: the requester hears of it; the report is tried again when serve
             # restarts. Only trailseal's own errors are worded for people.
