@@ -180,7 +180,8 @@ class ServerProcess:
     """``trailseal --data-dir D serve --port P``, stderr (its JSON logs) to a file.
 
     Without ``token`` the server is the first on a new data directory and its bootstrap
-    API key is read from its log; a data directory made beforehand passes its key."""
+    API key is read from its log; a data directory made beforehand passes its key.
+    ``serve_args`` go after ``serve`` (``--read-only``)."""
 
     def __init__(
         self,
@@ -189,6 +190,7 @@ class ServerProcess:
         *,
         token: str | None = None,
         stderr_path: Path | None = None,
+        serve_args: Sequence[str] = (),
     ) -> None:
         self.data_dir = data_dir
         self.stderr_path = stderr_path or data_dir.parent / "server.log"
@@ -200,7 +202,15 @@ class ServerProcess:
             logged = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
             with self.stderr_path.open("ab") as stderr:
                 self.proc = subprocess.Popen(
-                    [*TRAILSEAL, "--data-dir", str(data_dir), "serve", "--port", str(self.port)],
+                    [
+                        *TRAILSEAL,
+                        "--data-dir",
+                        str(data_dir),
+                        "serve",
+                        "--port",
+                        str(self.port),
+                        *serve_args,
+                    ],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=stderr,

@@ -425,3 +425,81 @@ def test_audit_export_quick_reports_everything(tmp_path: Path) -> None:
     assert len(sent) == 1, sent
     for text in ("naive_csv", "stream_csv", "upload_stream", "peak RSS MB", "wall time"):
         assert text in proc.stdout
+
+
+PROOFS_RUN = ROOT / "benchmarks" / "http_proofs.py"
+PROOF_MODES = ("inclusion", "consistency", "tile")
+PROOF_STATS = ("requests_per_s", "p50_ms", "p99_ms", "mean_ms", "requests", "verified")
+
+
+def proof_keys(prefix: str) -> list[str]:
+    keys = [
+        f"{prefix}{name}"
+        for name in (
+            "fill.entries",
+            "fill.seconds",
+            "fill.entries_per_s",
+            "server_log.entries",
+            "server_log.access_events",
+            "server_log.verify_seconds",
+        )
+    ]
+    for mode in PROOF_MODES:
+        for n in HTTP_CLIENTS:
+            keys += [f"{prefix}http.{mode}.c{n}.{stat}" for stat in PROOF_STATS]
+    return keys
+
+
+def check_proof_run(doc: dict, stdout: str, prefixes: list[str]) -> None:
+    """Every row measured and some of its answers verified; each log holds the filled
+    entries and one access event per proof answered (the script checked the count)."""
+    assert doc["config"]["quick"] is True
+    assert doc["config"]["entries"] == 5000
+    assert doc["server_exit_status"] == 0
+    measurements = doc["measurements"]
+    for prefix in prefixes:
+        assert_present_and_positive(measurements, proof_keys(prefix))
+        entries = measurements[f"{prefix}server_log.entries"]["value"]
+        access = measurements[f"{prefix}server_log.access_events"]["value"]
+        assert entries == 5000 + access
+    for text in ("inclusion", "consistency", "tile", "req/s", "access events", "wall time"):
+        assert text in stdout
+
+
+def test_http_proofs_quick_reports_everything(tmp_path: Path) -> None:
+    """``benchmarks/http_proofs.py --quick`` on SQLite: proofs and tiles from a real server."""
+    out = tmp_path / "proofs.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(PROOFS_RUN),
+            "--quick",
+            "--seconds",
+            "1",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    doc = json.loads(out.read_text())
+    assert doc["config"]["targets"] == ["sqlite"]
+    check_proof_run(doc, proc.stdout, [""])
+
+
+def test_http_proofs_postgres_quick(tmp_path: Path) -> None:
+    """``http_proofs.py --quick --targets sqlite,pg1``: the same proofs from one
+    PostgreSQL node beside SQLite, and the run's schemas dropped."""
+    doc, stdout = run_on_postgres(
+        PROOFS_RUN, tmp_path, "--quick", "--seconds", "1", "--targets", "sqlite,pg1"
+    )
+    assert doc["config"]["targets"] == ["sqlite", "pg1"]
+    check_proof_run(doc, stdout, ["", "pg1."])
+    assert "vs sqlite" in stdout
+    assert schemas_starting_with(doc["postgres"]["run_schema_prefix"] + "_") == []

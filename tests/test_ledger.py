@@ -362,6 +362,22 @@ def test_consistency_between_every_pair_of_checkpoints(grown: Ledger) -> None:
         grown.consistency_proof(5, 813)
 
 
+def test_consistency_proof_to_a_checkpoint_the_ledger_returned(grown: Ledger) -> None:
+    latest = grown.checkpoint()
+    assert latest is not None
+    older = grown.checkpoint_at(list(grown.storage.checkpoints(grown.log.id))[2].tree_size)
+    for target in (latest, older):
+        for size1 in (1, 5, older.tree_size):
+            proof = grown.consistency_proof_to(size1, target)
+            assert proof == grown.consistency_proof(size1, target.tree_size)
+            old_root = root_from_leaf_hashes([grown.leaf_hash(i) for i in range(size1)])
+            verify_consistency(size1, target.tree_size, proof, old_root, target.root_hash)
+    with pytest.raises(ProofError):
+        grown.consistency_proof_to(older.tree_size + 1, older)
+    with pytest.raises(ProofError):
+        grown.consistency_proof_to(0, latest)
+
+
 def test_key_rotation_checkpoints_verify_with_either_key(
     storage: Storage,
     log: LogInfo,

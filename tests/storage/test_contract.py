@@ -225,6 +225,8 @@ def test_write_appends_entries_tiles_and_checkpoint(
     assert list(storage.tile_chunks(log.id)) == chunks
     leaves = [leaf_hash(e.data) for e in entries]
     assert storage.read_tiles(log.id, [(0, 0)]) == {(0, 0): b"".join(leaves)}
+    # A key asked twice is one tile, not its chunks joined twice.
+    assert storage.read_tiles(log.id, [(0, 0), (0, 0)]) == {(0, 0): b"".join(leaves)}
 
     latest = storage.latest_checkpoint(log.id)
     assert same_checkpoint(latest, cp)

@@ -595,7 +595,7 @@ class Service:
                 )
         details["second"] = target.tree_size
         self.audit_access(principal, tlog, "proof", purpose, details)
-        return ledger.consistency_proof(first, target.tree_size), target
+        return ledger.consistency_proof_to(first, target), target
 
     def content(self, principal: Principal, log: str, ref: str, purpose: str | None) -> bytes:
         """A stored body, decrypted; needs a role with content access and a purpose."""

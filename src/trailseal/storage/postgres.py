@@ -202,17 +202,41 @@ def _checkpoint(row: Sequence[Any]) -> StoredCheckpoint:
 def _read_tiles(
     conn: psycopg.Connection[Any], log_id: int, keys: Sequence[TileKey]
 ) -> dict[TileKey, bytes]:
-    out: dict[TileKey, bytes] = {}
-    for level, index in keys:
-        rows = conn.execute(
+    """The tiles of ``keys`` in one statement (a cold proof's 2-4 tiles, an append's
+    edge tiles: one round trip, not one each).
+
+    One key, the usual case for a warm proof or a tile fetch, takes the plain lookup:
+    the batched form costs more to execute than the round trip it saves on a local
+    socket (about 130 against 60 us, measured). For several, the LATERAL subquery is an
+    index lookup on ``(log_id, level, idx, start)`` per key; its ORDER BY keeps the
+    planner from flattening it into a join, which on a freshly loaded, not yet analyzed
+    table it runs as a scan of every tile of the log.
+    """
+    wanted = list(dict.fromkeys(keys))  # a key asked twice would join its chunks twice
+    if not wanted:
+        return {}
+    if len(wanted) == 1:
+        level, index = wanted[0]
+        found = conn.execute(
             "SELECT start, hashes FROM tiles WHERE log_id = %s AND level = %s AND idx = %s"
             " ORDER BY start",
             (log_id, level, index),
         ).fetchall()
-        if not rows:
-            continue
-        out[(level, index)] = join_tile_chunks(level, index, rows)
-    return out
+        return {(level, index): join_tile_chunks(level, index, found)} if found else {}
+    rows = conn.execute(
+        "SELECT k.level, k.idx, t.start, t.hashes"
+        " FROM unnest(%s::integer[], %s::bigint[]) AS k(level, idx),"
+        " LATERAL (SELECT start, hashes FROM tiles"
+        "  WHERE log_id = %s AND level = k.level AND idx = k.idx ORDER BY start) AS t",
+        ([level for level, _ in wanted], [index for _, index in wanted], log_id),
+    ).fetchall()
+    chunks: dict[TileKey, list[tuple[int, bytes]]] = {}
+    for level, index, start, hashes in rows:
+        chunks.setdefault((int(level), int(index)), []).append((int(start), hashes))
+    return {
+        key: join_tile_chunks(key[0], key[1], sorted(found, key=lambda c: c[0]))
+        for key, found in chunks.items()
+    }
 
 
 class _PostgresWrite:
