@@ -340,6 +340,45 @@ def test_receipts_verify_for_every_index_at_every_size(grown: Ledger, signer: No
         grown.receipt(0, 3)  # no checkpoint at size 3
 
 
+def test_a_batchs_receipts_come_from_what_it_just_committed(
+    ledger: Ledger, signer: NoteSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger.append([{"n": i, "source": "s", "id": f"a{i}"} for i in range(300)])
+    results = ledger.append([{"n": i, "source": "s", "id": f"b{i}"} for i in range(40)])
+    size = results[0].tree_size
+    reads: list[str] = []
+    for name in ("read_tiles", "checkpoint_at"):
+        real = getattr(ledger.storage, name)
+        monkeypatch.setattr(
+            ledger.storage, name, lambda *a, _n=name, _r=real: (reads.append(_n), _r(*a))[1]
+        )
+    receipts = ledger.receipts([r.index for r in results], size)
+    assert reads == []  # the new checkpoint and the edge tiles were in memory
+    for r, receipt in zip(results, receipts, strict=True):
+        signed = verify_receipt(
+            receipt, [signer.verifier], origin=ORIGIN, entry=ledger.entry(r.index).data
+        )
+        assert signed.tree_size == size
+
+
+def test_receipts_are_right_when_another_writer_grew_the_tree(
+    storage: Storage, log: LogInfo, signer: NoteSigner, clock: Clock
+) -> None:
+    # Two writers on one store (two processes, or two nodes): A's memory of the edge is
+    # older than the tree B signed; A's receipts into B's tree must read the store.
+    a = Ledger(storage, log, [signer], clock=clock)
+    b = Ledger(storage, log, [signer], clock=clock)
+    a.append([{"n": i, "source": "s", "id": f"a{i}"} for i in range(200)])
+    grown = b.append([{"n": i, "source": "s", "id": f"b{i}"} for i in range(150)])
+    size = grown[0].tree_size
+    indexes = [0, 199, 200, 255, 256, 349]
+    for index, receipt in zip(indexes, a.receipts(indexes, size), strict=True):
+        signed = verify_receipt(
+            receipt, [signer.verifier], origin=ORIGIN, entry=a.entry(index).data
+        )
+        assert signed.tree_size == size == 350
+
+
 def test_consistency_between_every_pair_of_checkpoints(grown: Ledger) -> None:
     stored = list(grown.storage.checkpoints(grown.log.id))
     for old, new in itertools.combinations_with_replacement(stored, 2):

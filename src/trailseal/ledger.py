@@ -199,6 +199,11 @@ class Ledger:
         self._compact: CompactRange = ()
         self._pyramids: _LRU[list[bytes]] = _LRU(4096)  # about 16 KiB each
         self._edge_nodes: _LRU[bytes] = _LRU(1 << 14)
+        # The right edge this process last committed, as one object (read without a
+        # lock), and the checkpoints it signed last: a batch's receipts are answered
+        # from them, not from the store, which they were just written to.
+        self._edge_seen: dict[TileKey, bytes] = {}
+        self._signed: _LRU[StoredCheckpoint] = _LRU(64)
 
     @property
     def origin(self) -> str:
@@ -370,15 +375,18 @@ class Ledger:
             signed = sign_checkpoint(
                 Checkpoint(self.log.origin, integ.tree_size, integ.root_hash), self.signers
             )
+            checkpoint = StoredCheckpoint(
+                0, integ.tree_size, integ.root_hash, signed.to_bytes(), rfc3339(self.clock())
+            )
             tx.append(
                 size,
                 [NewEntry(e.data, *(e.key if e.key else (None, None))) for e in fresh],
                 integ.chunks,
-                StoredCheckpoint(
-                    0, integ.tree_size, integ.root_hash, signed.to_bytes(), rfc3339(self.clock())
-                ),
+                checkpoint,
             )
         self._size, self._edge, self._compact = integ.tree_size, integ.edge, integ.compact
+        self._edge_seen = integ.edge  # committed: its tiles are now the store's too
+        self._signed.put(integ.tree_size, checkpoint)
         return [AppendResult(i, h, integ.tree_size, s) for i, h, s in slots]
 
     # -- reading --------------------------------------------------------------------
@@ -432,7 +440,10 @@ class Ledger:
             else:
                 out[node] = cached
         placed = [(node, *node_tile(node)) for node in todo]
-        pyramids, partial = self._tiles_for({key for _, key, _, _ in placed})
+        need: dict[TileKey, int] = {}
+        for _, key, first, span in placed:
+            need[key] = max(need.get(key, 0), first + span)
+        pyramids, partial = self._tiles_for(need)
         for node, key, first, span in placed:
             sub = span.bit_length() - 1
             pyramid = pyramids.get(key)
@@ -448,18 +459,29 @@ class Ledger:
         return out
 
     def _tiles_for(
-        self, keys: set[TileKey]
+        self, need: Mapping[TileKey, int]
     ) -> tuple[dict[TileKey, list[bytes]], dict[TileKey, bytes]]:
-        """Pyramids of the full tiles among ``keys`` (cached) and the partial tiles' bytes."""
+        """Pyramids of the full tiles among ``need``'s keys (cached) and the partial tiles'
+        bytes; ``need`` says how many hashes of each tile are wanted.
+
+        A partial tile this process just committed is taken from memory when it holds
+        that many (a tile only ever grows, so its first hashes are the store's); else,
+        and on another node's newer edge, from the store.
+        """
         pyramids: dict[TileKey, list[bytes]] = {}
-        missing = []
-        for key in keys:
-            pyramid = self._pyramids.get(key)
-            if pyramid is None:
-                missing.append(key)
-            else:
-                pyramids[key] = pyramid
         partial: dict[TileKey, bytes] = {}
+        edge = self._edge_seen
+        missing = []
+        for key, wanted in need.items():
+            pyramid = self._pyramids.get(key)
+            if pyramid is not None:
+                pyramids[key] = pyramid
+                continue
+            tile = edge.get(key)
+            if tile is not None and len(tile) >= wanted * HASH_SIZE:
+                partial[key] = tile
+            else:
+                missing.append(key)
         if missing:
             for key, tile in self.storage.read_tiles(self.log.id, missing).items():
                 if len(tile) >= TILE_WIDTH * HASH_SIZE:
@@ -531,7 +553,7 @@ class Ledger:
         This is what answering a batch costs: the proofs of neighbouring entries share
         most of their nodes, so they are read and hashed once.
         """
-        stored = self.storage.checkpoint_at(self.log.id, tree_size)
+        stored = self._signed.get(tree_size) or self.storage.checkpoint_at(self.log.id, tree_size)
         if stored is None:
             raise NotFoundError(f"log {self.log.name!r} has no checkpoint at size {tree_size}")
         for index in indexes:

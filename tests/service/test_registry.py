@@ -289,6 +289,25 @@ def test_a_key_revoked_on_one_node_stops_on_another_within_the_cache_time(
     assert open_node(monotonic=FakeMonotonic()).authenticate(token) is None
 
 
+def test_a_found_log_is_remembered_for_the_cache_time_and_a_miss_never(
+    open_node: OpenNode,
+) -> None:
+    clock = FakeMonotonic()
+    a, b = open_node(monotonic=clock), open_node()
+    with pytest.raises(NotFoundError):
+        a.log("acme", "main")
+    tenant_with_log(b)  # created on another node just after the miss
+    queries: list[str] = []
+    real_rows = a._rows
+    a._rows = lambda query, *args: (queries.append(query), real_rows(query, *args))[1]  # type: ignore[method-assign]
+    assert a.log("acme", "main").ledger_log == "acme.main"  # the miss was not kept
+    assert a.log("acme", "main").ledger_log == "acme.main"
+    assert len(queries) == 1  # asked on every request: answered from memory
+    clock.advance(AUTH_CACHE_S)
+    assert a.log("acme", "main").ledger_log == "acme.main"
+    assert len(queries) == 2  # read again after the cache time
+
+
 def run_together(workers: int, task: Callable[[int], object]) -> list[object]:
     """Run ``task(i)`` in ``workers`` threads released at once; results or exceptions."""
     barrier = threading.Barrier(workers)

@@ -172,6 +172,10 @@ class Registry:
         self._monotonic = monotonic
         self._auth_cache: dict[bytes, tuple[float, Principal]] = {}
         self._auth_generation = 0
+        # Found logs, by (tenant, name): asked on every request, and a row of tenant_logs
+        # is only ever inserted. Kept AUTH_CACHE_S like keys, so that a row the owner
+        # removed by hand is not served for longer; a miss is never kept.
+        self._log_cache: dict[tuple[str, str], tuple[float, TenantLog]] = {}
 
     def close(self) -> None:
         """Release the database."""
@@ -230,6 +234,9 @@ class Registry:
 
     def log(self, tenant: str, name: str) -> TenantLog:
         """One of a tenant's logs; :class:`NotFoundError` otherwise (also for other tenants')."""
+        hit = self._log_cache.get((tenant, name))
+        if hit is not None and hit[0] > self._monotonic():
+            return hit[1]
         rows = self._rows(
             "SELECT tenant, name, ledger_log, capture_content FROM tenant_logs"
             " WHERE tenant = ? AND name = ?",
@@ -239,7 +246,11 @@ class Registry:
         if not rows:
             raise NotFoundError(f"tenant {tenant!r} has no log {name!r}")
         t, n, lg, c = rows[0]
-        return TenantLog(t, n, lg, bool(c))
+        found = TenantLog(t, n, lg, bool(c))
+        if len(self._log_cache) > 10_000:
+            self._log_cache.clear()
+        self._log_cache[(tenant, name)] = (self._monotonic() + AUTH_CACHE_S, found)
+        return found
 
     # -- API keys -------------------------------------------------------------------
 
