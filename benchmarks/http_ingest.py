@@ -504,19 +504,8 @@ def check_server_log(res: Results, target: Target, dsn: str) -> None:
             raise SystemExit(
                 f"{target.name}: the log holds {size} entries; {sent} were acknowledged"
             )
-        log(f"verifying the {target.name} log ({size:,} entries)")
-        started = time.perf_counter()
-        report = verify_log(ledger, ledger.verifiers())
-        if not report.ok:
-            raise SystemExit(f"{target.name}: verify_log: " + report.problems[0].describe())
-        res.add(f"{target.prefix}server_log.entries", size, "entries")
-        res.add(f"{target.prefix}server_log.verify_seconds", time.perf_counter() - started, "s")
-        if isinstance(storage, PostgresStorage) and len(target.servers) > 1:
-            with storage.connection("counting queued entries") as conn:
-                row = conn.execute(
-                    "SELECT count(*) FROM pending WHERE status IS NOT NULL"
-                ).fetchone()
-            queued = int(row[0]) if row else 0
+        queued = verify_server_log(res, target, storage, ledger)
+        if queued is not None:
             res.add(
                 f"{target.prefix}server_log.queued_entries",
                 queued,
@@ -526,6 +515,25 @@ def check_server_log(res: Results, target: Target, dsn: str) -> None:
             res.add(f"{target.prefix}server_log.queued_share", queued / sent, "ratio")
     finally:
         storage.close()
+
+
+def verify_server_log(res: Results, target: Target, storage: Storage, ledger: Ledger) -> int | None:
+    """``verify_log`` the target's log (the run aborts unless it passes) and record its
+    size and the time; on several nodes, how many entries went through the pending queue
+    (None on one)."""
+    size = ledger.tree_size()
+    log(f"verifying the {target.name} log ({size:,} entries)")
+    started = time.perf_counter()
+    report = verify_log(ledger, ledger.verifiers())
+    if not report.ok:
+        raise SystemExit(f"{target.name}: verify_log: " + report.problems[0].describe())
+    res.add(f"{target.prefix}server_log.entries", size, "entries")
+    res.add(f"{target.prefix}server_log.verify_seconds", time.perf_counter() - started, "s")
+    if not isinstance(storage, PostgresStorage) or len(target.servers) < 2:
+        return None
+    with storage.connection("counting queued entries") as conn:
+        row = conn.execute("SELECT count(*) FROM pending WHERE status IS NOT NULL").fetchone()
+    return int(row[0]) if row else 0
 
 
 # -- the library, for reference -----------------------------------------------------------
@@ -822,15 +830,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    wall_start = time.perf_counter()
+def scratch(args: argparse.Namespace, prefix: str) -> tuple[bench_pg.Scratch | None, Path]:
+    """This run's PostgreSQL scratch database (when a pg target is asked for) and work
+    directory, on the repository's filesystem (not a tmpfs: every commit pays a real
+    fsync)."""
     pg = None
     if any(t.startswith("pg") for t in args.targets):
         pg = bench_pg.Scratch.open(args.postgres_dsn, f"--targets {','.join(args.targets)}")
     args.cache_dir.mkdir(parents=True, exist_ok=True)
-    # On the repository's filesystem (not a tmpfs): every commit pays a real fsync.
-    workdir = Path(tempfile.mkdtemp(prefix="http-", dir=args.cache_dir))
+    return pg, Path(tempfile.mkdtemp(prefix=prefix, dir=args.cache_dir))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    wall_start = time.perf_counter()
+    pg, workdir = scratch(args, "http-")
     res = Results()
     pool = event_pool(POOL)
     sizes = [len(canonicalize({**e, "id": "bench-000000000"})) for e in pool]

@@ -45,7 +45,6 @@ import json
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -72,7 +71,9 @@ from http_ingest import (
     machine_info,
     open_target_store,
     percentiles_ms,
+    scratch,
     stop_target,
+    verify_server_log,
     wait_for_integrator,
 )
 from trailseal.core.checkpoint import verify_checkpoint
@@ -83,8 +84,6 @@ from trailseal.core.tiles import TILE_WIDTH, tile_path
 from trailseal.errors import Error
 from trailseal.ledger import Ledger
 from trailseal.service.core import Service
-from trailseal.storage.postgres import PostgresStorage
-from trailseal.verify import verify_log
 
 DEFAULT_OUT = HERE / "results" / "http_proofs.json"
 MODES = ("inclusion", "consistency", "tile")
@@ -364,22 +363,12 @@ def check_server_log(res: Results, target: Target, filled: Filled, audited: int,
             )
         if ledger.leaf_hash(filled.tree.size - 1) != filled.tree.levels[0][-1]:
             raise SystemExit(f"{target.name}: the last filled leaf changed")
-        log(f"verifying the {target.name} log ({size:,} entries)")
-        started = time.perf_counter()
-        report = verify_log(ledger, ledger.verifiers())
-        if not report.ok:
-            raise SystemExit(f"{target.name}: verify_log: " + report.problems[0].describe())
-        res.add(f"{target.prefix}server_log.entries", size, "entries")
         res.add(f"{target.prefix}server_log.access_events", audited, "entries")
-        res.add(f"{target.prefix}server_log.verify_seconds", time.perf_counter() - started, "s")
-        if isinstance(storage, PostgresStorage) and len(target.servers) > 1:
-            with storage.connection("counting queued entries") as conn:
-                row = conn.execute(
-                    "SELECT count(*) FROM pending WHERE status IS NOT NULL"
-                ).fetchone()
+        queued = verify_server_log(res, target, storage, ledger)
+        if queued is not None:
             res.add(
                 f"{target.prefix}server_log.queued_entries",
-                int(row[0]) if row else 0,
+                queued,
                 "entries",
                 "access events of the read-only node, appended by the integrator",
             )
@@ -492,11 +481,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     wall_start = time.perf_counter()
-    pg = None
-    if any(t.startswith("pg") for t in args.targets):
-        pg = bench_pg.Scratch.open(args.postgres_dsn, f"--targets {','.join(args.targets)}")
-    args.cache_dir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="proofs-", dir=args.cache_dir))
+    pg, workdir = scratch(args, "proofs-")
     res = Results()
     info: dict[str, Any] = {
         "machine": machine_info(),

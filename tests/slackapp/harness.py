@@ -9,7 +9,10 @@ them, with one helper for each kind (slash command, view submission, button clic
 from __future__ import annotations
 
 import json
+import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +21,7 @@ from urllib.parse import urlencode
 
 import httpx
 import orjson
+import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
 from tests.http.support import FixedClock
@@ -298,3 +302,20 @@ def close(h: Harness) -> None:
     h.client.__exit__(None, None, None)
     h.audit.stop()
     h.service.close()
+
+
+@contextmanager
+def watched(path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Harness]:
+    """A harness on a fresh fake Slack, logging at DEBUG; afterwards the log verifies,
+    and neither the token, nor a signing secret, nor what people typed reached a log."""
+    caplog.set_level(logging.DEBUG)
+    with FakeSlack() as fake:
+        harness = build(path, fake, FixedClock(NOW))
+        try:
+            yield harness
+            harness.settle()
+            harness.assert_log_verifies()
+        finally:
+            close(harness)
+    for secret in ("xoxb-test", SECRET, "Legal hold", "payload="):
+        assert secret not in caplog.text

@@ -4,15 +4,13 @@ API recording every call, and the log as the record of every step."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.http.support import FixedClock, assert_problem
-from tests.slackapp.fake_slack import FakeSlack
+from tests.http.support import assert_problem
 from tests.slackapp.harness import (
     APPROVER,
     APPROVERS,
@@ -20,28 +18,16 @@ from tests.slackapp.harness import (
     NOW,
     OUTSIDER,
     REQUESTER,
-    SECRET,
     Harness,
-    build,
-    close,
+    watched,
 )
 from trailseal.slackapp.messages import ACTION_APPROVE, ACTION_DENY
 
 
 @pytest.fixture
 def h(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Harness]:
-    caplog.set_level(logging.DEBUG)
-    with FakeSlack() as fake:
-        harness = build(tmp_path / "data", fake, FixedClock(NOW))
-        try:
-            yield harness
-            harness.settle()
-            harness.assert_log_verifies()
-        finally:
-            close(harness)
-    # Neither the token, nor a signing secret, nor what people typed reaches a log.
-    for secret in ("xoxb-test", SECRET, "Legal hold", "payload="):
-        assert secret not in caplog.text
+    with watched(tmp_path / "data", caplog) as harness:
+        yield harness
 
 
 def request_id(h: Harness, user: str = REQUESTER, **kwargs: Any) -> str:

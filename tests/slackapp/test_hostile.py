@@ -4,26 +4,20 @@ that do not exist: defects found in a review, each pinned by a test."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.http.support import FixedClock
-from tests.slackapp.fake_slack import FakeSlack
 from tests.slackapp.harness import (
     APPROVER,
     APPROVERS,
     GROUP_APPROVER,
-    NOW,
     OUTSIDER,
     REQUESTER,
-    SECRET,
     Harness,
-    build,
-    close,
+    watched,
 )
 from trailseal.slackapp.messages import ACTION_APPROVE, ACTION_DENY
 
@@ -34,17 +28,8 @@ HOSTILE = "Legal hold <!channel> ask <@UAPP0001> & see <https://evil.example|the
 
 @pytest.fixture
 def h(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Harness]:
-    caplog.set_level(logging.DEBUG)
-    with FakeSlack() as fake:
-        harness = build(tmp_path / "data", fake, FixedClock(NOW))
-        try:
-            yield harness
-            harness.settle()
-            harness.assert_log_verifies()
-        finally:
-            close(harness)
-    for secret in ("xoxb-test", SECRET, "Legal hold", "payload="):
-        assert secret not in caplog.text
+    with watched(tmp_path / "data", caplog) as harness:
+        yield harness
 
 
 def request_id(h: Harness, **kwargs: Any) -> str:
