@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -841,6 +841,31 @@ def scratch(args: argparse.Namespace, prefix: str) -> tuple[bench_pg.Scratch | N
     return pg, Path(tempfile.mkdtemp(prefix=prefix, dir=args.cache_dir))
 
 
+def drop_scratch(args: argparse.Namespace, pg: bench_pg.Scratch | None, workdir: Path) -> None:
+    """Remove what :func:`scratch` made (the work directory stays with ``--keep``)."""
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if pg is not None:
+        pg.drop_all()
+
+
+def finish(
+    res: Results,
+    info: dict[str, Any],
+    out: Path,
+    wall_start: float,
+    print_table: Callable[[Results, dict[str, Any]], None],
+) -> None:
+    """Print the run's table and write its JSON (``schema`` 1) to ``out``."""
+    info["wall_seconds"] = time.perf_counter() - wall_start
+    info["machine"]["loadavg_at_end"] = load_average()
+    print_table(res, info)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"schema": 1, **info, "measurements": res.measurements}
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    log(f"wrote {out}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     wall_start = time.perf_counter()
@@ -900,18 +925,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         events = running[0].events  # sqlite's: the library rates take fresh ids after it
         run_library(res, workdir, events, args.library_events, max(200, args.library_events // 10))
     finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        if pg is not None:
-            pg.drop_all()
+        drop_scratch(args, pg, workdir)
     info["targets"] = targets(res, args.clients, args.batch_sizes)
-    info["wall_seconds"] = time.perf_counter() - wall_start
-    info["machine"]["loadavg_at_end"] = load_average()
-    print_table(res, info)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"schema": 1, **info, "measurements": res.measurements}
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    log(f"wrote {args.out}")
+    finish(res, info, args.out, wall_start, print_table)
     return 0
 
 

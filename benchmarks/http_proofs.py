@@ -41,9 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import random
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -64,9 +62,10 @@ from http_ingest import (
     Results,
     ServerProcess,
     Target,
+    drop_scratch,
     event_pool,
+    finish,
     init_nodes,
-    load_average,
     log,
     machine_info,
     open_target_store,
@@ -533,17 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for t, filled in running:
             check_server_log(res, t, filled, audited[t.name], args.postgres_dsn)
     finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        if pg is not None:
-            pg.drop_all()
-    info["wall_seconds"] = time.perf_counter() - wall_start
-    info["machine"]["loadavg_at_end"] = load_average()
-    print_table(res, info)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"schema": 1, **info, "measurements": res.measurements}
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    log(f"wrote {args.out}")
+        drop_scratch(args, pg, workdir)
+    finish(res, info, args.out, wall_start, print_table)
     return 0
 
 

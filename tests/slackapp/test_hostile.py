@@ -165,7 +165,11 @@ def test_control_characters_and_overlong_text_are_refused_in_the_form(
 
 
 def test_line_breaks_and_tabs_in_a_purpose_are_fine(h: Harness) -> None:
-    request_id(h, purpose="Legal hold LH-42:\n\tpreserve the channel\r\nfor counsel")
+    purpose = "Legal hold LH-42:\n\tpreserve the channel\r\nfor counsel"
+    rid = request_id(h, purpose=purpose)
+    request = h.audit.workflow.journal.request(rid)
+    assert request is not None
+    assert request.purpose == purpose
 
 
 def test_a_report_that_fails_unexpectedly_is_still_told_to_the_requester(

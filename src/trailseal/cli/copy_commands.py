@@ -198,12 +198,11 @@ def _copy_one(
 ) -> None:
     src_log = source.get_log(name)
     latest = source.latest_checkpoint(src_log.id)
-    held = 0
     try:
         dst_latest = dest.latest_checkpoint(dest.get_log(name).id)
-        held = dst_latest.tree_size if dst_latest else 0
-    except NotFoundError:
-        pass
+    except NotFoundError:  # not in the destination yet: the whole log is to copy
+        dst_latest = None
+    held = dst_latest.tree_size if dst_latest else 0
     todo = (latest.tree_size if latest else 0) - held
     with progress(todo, f"copying {name}") as bar:
         result = copy_log(source, dest, name, limits=limits, progress=bar.update)

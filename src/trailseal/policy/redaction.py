@@ -69,11 +69,10 @@ def redact(value: Any, path: list[str | int] | None = None) -> tuple[Any, list[d
     so a string holding one holds it in the JSON too; only then is every string walked.
     """
     try:
-        if not _QUICK_JSON.search(orjson.dumps(value)):
-            return value, []
+        clean = not _QUICK_JSON.search(orjson.dumps(value))
     except TypeError:  # orjson.JSONEncodeError: a value JSON cannot hold; walk it
-        pass
-    return _redact(value, path or [])
+        clean = False
+    return (value, []) if clean else _redact(value, path or [])
 
 
 def _redact(value: Any, path: list[str | int]) -> tuple[Any, list[dict[str, str]]]:

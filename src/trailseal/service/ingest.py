@@ -31,13 +31,13 @@ def _deeper_than(value: Any, limit: int) -> bool:
     # Each object or array writes at least one "{" or "[", so a JSON with no more of them
     # than ``limit`` cannot nest deeper (brackets inside strings only raise the count);
     # one count over orjson's bytes spares walking the usual, shallow event.
+    data: bytes | None
     try:
         data = orjson.dumps(value)
     except TypeError:  # orjson.JSONEncodeError: too deep for orjson too, or not JSON
-        pass
-    else:
-        if data.count(b"{") + data.count(b"[") <= limit:
-            return False
+        data = None
+    if data is not None and data.count(b"{") + data.count(b"[") <= limit:
+        return False
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
